@@ -1,0 +1,5 @@
+import sys
+
+from polyjepa.cli import main
+
+sys.exit(main())

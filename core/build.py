@@ -1,0 +1,147 @@
+"""From a recipe to objects: config, datasets, backbone, objective, masker, augmentations.
+
+Every component spec (`{"name": ..., **kwargs}`) is checked against its factory's signature;
+parameters the recipe leaves out are filled by name from the build context (the dataset's `meta`,
+e.g. `num_numeric`, `cardinalities`, `num_tokens`, and widths such as `dim` / `in_dim`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from polyjepa import config as C
+from polyjepa.encoders import Backbone
+from polyjepa.errors import ConfigError
+from polyjepa.paths import data_root
+from polyjepa.pooling import pooled_dim
+from polyjepa.registry import ModalityPlugin, get_component, get_modality
+
+
+@dataclass
+class Recipe:
+    """A validated recipe and where it came from."""
+
+    cfg: C.RecipeConfig
+    source: str  # file name, for error messages
+    plugin: ModalityPlugin
+
+
+def load_recipe(recipe: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a shipped recipe name or YAML path, apply `key=value` overrides and validate."""
+    path = C.find_recipe(str(recipe))
+    return recipe_from_dict(C.read_recipe(path), str(path), overrides)
+
+
+def recipe_from_dict(raw: dict, source: str, overrides: list[str] = ()) -> Recipe:
+    if overrides:
+        raw = C.apply_overrides(raw, list(overrides))
+        source = f"{source} (with command-line overrides)"
+    modality = raw.get("modality")
+    if not isinstance(modality, str):
+        raise ConfigError(f"{source}: missing required key 'modality' (e.g. modality: tabular)")
+    plugin = get_modality(modality)
+    return Recipe(C.validate(raw, source, plugin.data_config), source, plugin)
+
+
+def load_datasets(recipe: Recipe) -> tuple[Any, Any, dict]:
+    """`(train, test, meta)` from the recipe's data section, or the modality's synthetic set."""
+    cfg = recipe.cfg
+    if cfg.synthetic:
+        return recipe.plugin.synthetic(seed=cfg.train.seed)
+    return recipe.plugin.load_data(cfg.data, data_root(cfg.data_root))
+
+
+def call_factory(spec: dict, kind: str, field: str, recipe: Recipe, context: dict) -> Any:
+    """Build the component `spec` names for slot `kind`, checking its options.
+
+    Raises:
+        ConfigError: unknown component, unknown option (lists the accepted ones), missing
+            required option, or a value the component rejects; each names `field` and the file.
+    """
+    if "name" not in spec:
+        raise ConfigError(f"{recipe.source}: {field}: missing 'name'")
+    name = spec["name"]
+    try:
+        component = get_component(name, kind, recipe.cfg.modality)
+    except LookupError as exc:
+        raise ConfigError(f"{recipe.source}: {field}: {exc}") from None
+    params = inspect.signature(component.factory).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    for key in kwargs:
+        if key not in params and not accepts_any:
+            options = ", ".join(p for p in params if p not in context) or "none"
+            raise ConfigError(
+                f"{recipe.source}: unknown key '{field}.{key}' for {kind} '{name}'; "
+                f"its options: {options}"
+            )
+    for pname, param in params.items():
+        if pname in kwargs or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        if pname in context:
+            kwargs[pname] = context[pname]
+        elif param.default is inspect.Parameter.empty:
+            raise ConfigError(f"{recipe.source}: {field}: {kind} '{name}' needs option '{pname}'")
+    try:
+        return component.factory(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{recipe.source}: {field}: {exc}") from exc
+
+
+def build_backbone(recipe: Recipe, meta: dict) -> Backbone:
+    """Tokenizer + encoder; the encoder's `dim` defaults to the tokenizer's."""
+    model = recipe.cfg.model
+    tokenizer = call_factory(model.tokenizer, "tokenizer", "model.tokenizer", recipe, meta)
+    context = {**meta, "dim": tokenizer.dim}
+    encoder = call_factory(model.encoder, "encoder", "model.encoder", recipe, context)
+    return Backbone(tokenizer, encoder)
+
+
+def build_objective(recipe: Recipe, meta: dict) -> nn.Module:
+    """The recipe's objective with its backbone, predictor/projector and regularizers."""
+    cfg = recipe.cfg
+    backbone = build_backbone(recipe, meta)
+    regularizers = [
+        call_factory(spec, "regularizer", f"regularizers[{i}]", recipe, meta)
+        for i, spec in enumerate(cfg.regularizers)
+    ]
+    name = cfg.objective.get("name")
+    context: dict[str, Any] = {**meta, "backbone": backbone, "regularizers": regularizers}
+    if name == "jepa":
+        if cfg.model.predictor is None:
+            raise ConfigError(f"{recipe.source}: model.predictor: the jepa objective needs one")
+        context["predictor"] = call_factory(
+            cfg.model.predictor, "predictor", "model.predictor", recipe,
+            {**meta, "in_dim": backbone.dim, "num_prefix_tokens": backbone.num_prefix_tokens},
+        )
+    elif name == "byol":
+        if cfg.model.projector is None or cfg.model.predictor is None:
+            raise ConfigError(
+                f"{recipe.source}: model: the byol objective needs a projector and a predictor"
+            )
+        pooling = cfg.objective.get("pooling", "mean")
+        projector = call_factory(cfg.model.projector, "predictor", "model.projector", recipe,
+                                 {**meta, "in_dim": pooled_dim(backbone, pooling, meta)})
+        context["projector"] = projector
+        context["predictor"] = call_factory(
+            cfg.model.predictor, "predictor", "model.predictor", recipe,
+            {**meta, "in_dim": projector.out_dim},
+        )
+    return call_factory(cfg.objective, "objective", "objective", recipe, context)
+
+
+def build_masker(recipe: Recipe, meta: dict) -> Any:
+    spec = recipe.cfg.masker
+    return None if spec is None else call_factory(spec, "masker", "masker", recipe, meta)
+
+
+def build_augmentations(recipe: Recipe, meta: dict) -> list[Any]:
+    return [
+        call_factory(spec, "augmentation", f"augmentations[{i}]", recipe, meta)
+        for i, spec in enumerate(recipe.cfg.augmentations)
+    ]

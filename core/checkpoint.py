@@ -1,0 +1,79 @@
+"""Atomic checkpoint files, loaded safely (`weights_only=True`) with errors that say what broke."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from polyjepa.errors import CheckpointError
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """Write `obj` with `torch.save` to a temp file beside `path`, fsync, then `os.replace`.
+
+    A crash or a full disk leaves the previous file at `path` untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by polyjepa (tensors and plain containers only).
+
+    Raises:
+        CheckpointError: missing, truncated/corrupt, or holding pickled code (refused).
+    """
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and plain data "
+            f"(weights_only=True); only load checkpoints you trust ({str(exc).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({exc})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: not a polyjepa checkpoint (got {type(obj).__name__})")
+    return obj
+
+
+def load_state(module: nn.Module, state: dict, path: Path) -> None:
+    """`module.load_state_dict(state)` with a message listing mismatched keys and shapes."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append("shape mismatches: " + "; ".join(shapes[:10]))
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:10])}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:10])}")
+        raise CheckpointError(
+            f"{path}: checkpoint does not fit this model (another architecture?): "
+            + " | ".join(parts)
+        )
+    module.load_state_dict(state)

@@ -1,0 +1,108 @@
+"""`polyjepa` command line: list, recipes, pretrain, eval, embed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from polyjepa.errors import PolyjepaError
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    from polyjepa.registry import list_components, list_modalities, plugin_failures
+
+    print("modalities:")
+    for name, origin in sorted(list_modalities().items()):
+        print(f"  {name:<28} ({origin})")
+    print("components:")
+    for name, comp in list_components():
+        print(f"  {name:<28} {comp.kind or 'any':<13} ({comp.origin})")
+    for failure in plugin_failures():
+        print(f"failed to load: {failure}")
+
+
+def _cmd_recipes(args: argparse.Namespace) -> None:
+    from polyjepa.config import list_recipes, read_recipe
+
+    for name, path in list_recipes().items():
+        raw = read_recipe(path)
+        print(f"{name:<20} {raw.get('modality', '?'):<12} {raw.get('paper', '')}")
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from polyjepa.train import pretrain
+
+    run_dir = pretrain(args.recipe, args.overrides, args.out, resume=args.resume)
+    print(f"trained encoder: {run_dir / 'encoder.pt'}")
+    print(f"evaluate it with: polyjepa eval {run_dir}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from polyjepa.evaluate import dumps, evaluate_run, format_table
+
+    result = evaluate_run(args.run_dir, data_path=args.data, device=args.device)
+    print(dumps(result) if args.json else format_table(result))
+
+
+def _cmd_embed(args: argparse.Namespace) -> None:
+    from polyjepa.build import load_datasets, recipe_from_dict
+    from polyjepa.evaluate import embed
+    from polyjepa.hub import load_encoder, read_run_config
+    from polyjepa.train import resolve_device
+
+    run_dir = Path(args.run_dir)
+    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"),
+                              [f"data.path={args.data}", "data.test_path=null",
+                               "data.test_fraction=0"])
+    dataset, _, _ = load_datasets(recipe)
+    device = resolve_device(args.device)
+    backbone = load_encoder(run_dir, device=str(device))
+    x, _ = embed(backbone, dataset, args.pooling or recipe.cfg.eval.pooling,
+                 recipe.cfg.eval.batch_size, device, backbone.num_prefix_tokens)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp, x)
+    os.replace(tmp, out)
+    print(f"wrote {x.shape[0]} embeddings of width {x.shape[1]} to {out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="polyjepa", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="installed modalities and components").set_defaults(fn=_cmd_list)
+    sub.add_parser("recipes", help="shipped recipes").set_defaults(fn=_cmd_recipes)
+    pre = sub.add_parser("pretrain", help="pretrain an encoder from a recipe")
+    pre.add_argument("recipe", help="a shipped recipe name (see `polyjepa recipes`) or a YAML path")
+    pre.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe")
+    pre.add_argument("--out", required=True, help="run directory")
+    pre.add_argument("--resume", action="store_true", help="continue the run in --out")
+    pre.set_defaults(fn=_cmd_pretrain)
+    ev = sub.add_parser("eval", help="linear probe + kNN vs random-init and raw-feature baselines")
+    ev.add_argument("run_dir")
+    ev.add_argument("--data", help="evaluate on this data instead of the recipe's")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(fn=_cmd_eval)
+    em = sub.add_parser("embed", help="write pooled embeddings of a dataset to .npy")
+    em.add_argument("run_dir")
+    em.add_argument("data", help="data path, read like the recipe's data.path")
+    em.add_argument("--out", required=True, help="output .npy file")
+    em.add_argument("--pooling", help="override eval.pooling")
+    em.add_argument("--device", default="auto")
+    em.set_defaults(fn=_cmd_embed)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except PolyjepaError as exc:
+        print(f"polyjepa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,280 @@
+"""Recipes: YAML files validated against typed dataclass schemas.
+
+A recipe is plain data. Sections map one-to-one to the stages of a run (data, model, masker,
+objective, ema, optim, train, eval). Component sections (``model.tokenizer``, ``masker``, ...)
+hold ``name`` plus the factory's keyword arguments; they are checked against the factory's
+signature when the run is built (:func:`polyjepa.build.call_factory`).
+
+Unknown keys and wrong types are :class:`~polyjepa.errors.ConfigError`s that name the key and the
+file (or "command line" for overrides).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from polyjepa.errors import ConfigError
+
+Spec = dict[str, Any]
+"""A component spec: ``{"name": "tabular.feature", **kwargs}``."""
+
+
+@dataclass
+class ModelConfig:
+    tokenizer: Spec  # raw input -> Tokens [B, N, D]
+    encoder: Spec = field(default_factory=lambda: {"name": "transformer"})  # Tokens -> [B, N, D]
+    predictor: Spec | None = None  # JEPA: context latents -> target latents; BYOL: MLP head
+    projector: Spec | None = None  # BYOL only: pooled latent -> projection
+
+
+@dataclass
+class EMAConfig:
+    start: float = 0.996  # target momentum at step 0
+    end: float = 1.0  # target momentum at the last step
+    schedule: str = "cosine"  # cosine | linear | constant
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3  # peak learning rate, reached after warmup
+    start_lr: float = 0.0  # learning rate at step 0 (linear warmup from here)
+    min_lr: float = 0.0  # learning rate at the last step (cosine decay to here)
+    warmup_steps: int = 0
+    weight_decay: float = 0.05  # at step 0; biases and norms are never decayed
+    weight_decay_end: float | None = None  # cosine schedule to this value; None keeps it constant
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip_norm: float | None = None  # clip the global gradient norm
+    grad_clip_value: float | None = None  # clamp each gradient element to [-v, v]
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 64  # per process, per micro-batch
+    accumulate: int = 1  # micro-batches per optimizer step
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 on CUDA or a CPU with AMX/AVX512-BF16)
+    seed: int = 0
+    num_workers: int = 0
+    checkpoint_every: int = 500  # steps; the last step always saves
+    log_every: int = 10  # steps between metrics.jsonl rows
+    monitor_every: int = 100  # steps between collapse monitors (embedding std, RankMe)
+    collapse_std: float = 0.01  # warn when the mean per-dimension std of target embeddings falls below
+    collapse_rank: float = 0.05  # warn when RankMe / embedding width falls below
+    progress: bool = True  # tqdm progress bar
+    tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` extra)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    pooling: str = "mean"  # mean | flatten | prefix | mean_max
+    knn_k: int = 20
+    max_train: int | None = None  # subsample the probe's training split (seeded) when large
+    seed: int = 0
+
+
+@dataclass
+class RecipeConfig:
+    modality: str
+    model: ModelConfig
+    objective: Spec  # {"name": "jepa" | "byol", **kwargs}
+    data: Any = None  # the modality's data schema (validated by the plugin)
+    masker: Spec | None = None  # JEPA: {"name": "modality.masker", **kwargs}
+    augmentations: list[Spec] = field(default_factory=list)  # BYOL views
+    regularizers: list[Spec] = field(default_factory=list)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data_root: str | None = None  # relative data paths resolve here; default $POLYJEPA_DATA_ROOT
+    paper: str = ""  # citation of the method this recipe reproduces
+    synthetic: bool = False  # train on the modality's built-in synthetic data instead of `data`
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against type ``tp`` (dataclasses recursively); return the typed value."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key, source)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, source, prefix=f"{key}.")
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ConfigError(f"{source}: {key}: expected {len(args)} values, got {value!r}")
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in pairs)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{source}: {key}: expected int, got {value!r}")
+    if isinstance(value, tp):
+        return value
+    raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, raw: dict, source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``raw``; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key '{prefix}{unknown[0]}'; "
+            f"valid keys here: {', '.join(sorted(known))}"
+        )
+    values = {}
+    for name, f in known.items():
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], prefix + name, source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{source}: missing required key '{prefix}{name}'")
+    return cls(**values)
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclasses -> plain dicts/lists (tuples become lists), for YAML and checkpoints."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.max_steps=10"`` -> ``(["train", "max_steps"], 10)``; the value is read as YAML."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise ConfigError(f"command line: override '{text}' is not of the form key.sub=value")
+    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set each ``key.sub=value`` in (a copy of) the raw recipe dict.
+
+    A path through a key the recipe does not have is created; schema validation then rejects it
+    if no schema knows it, naming the key and "command line".
+    """
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"command line: '{text}': '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def recipes_dir() -> Path:
+    """Folder of the recipes shipped with polyjepa."""
+    return Path(str(importlib.resources.files("polyjepa.recipes")))
+
+
+def list_recipes() -> dict[str, Path]:
+    """Shipped recipe names -> files."""
+    return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A shipped recipe name or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        return path
+    shipped = list_recipes()
+    if name_or_path not in shipped:
+        raise ConfigError(
+            f"unknown recipe '{name_or_path}'; shipped recipes: {', '.join(shipped)} "
+            "(or give a path to a .yaml file)"
+        )
+    return shipped[name_or_path]
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """`update` laid over `base`: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a recipe file; a `base: NAME_OR_PATH` key lays this file over that recipe."""
+    raw = read_yaml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected a recipe name or path, got {base!r}")
+    local = path.parent / base
+    base_path = local if local.suffix in (".yaml", ".yml") and local.is_file() else find_recipe(base)
+    if base_path.resolve() in _seen:
+        raise ConfigError(f"{path}: base: recipes inherit from each other in a cycle")
+    return deep_merge(read_recipe(base_path, (*_seen, path.resolve())), raw)
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe is a YAML mapping, got {type(raw).__name__}")
+    return raw
+
+
+def validate(raw: dict, source: str, data_schema: type | None) -> RecipeConfig:
+    """Validate a raw recipe dict; the ``data`` section against the modality's schema."""
+    cfg = from_dict(RecipeConfig, raw, source)
+    if data_schema is not None:
+        cfg.data = from_dict(data_schema, cfg.data or {}, source, prefix="data.")
+    elif cfg.data:
+        raise ConfigError(f"{source}: modality '{cfg.modality}' takes no data section")
+    return cfg

@@ -1,0 +1,115 @@
+"""Seeded, resumable batching: every random choice of a batch derives from one batch seed.
+
+The batch sampler draws a permutation from `(seed, epoch)` and tags each batch with a seed from
+`(seed, epoch, batch index, rank)`. The collate samples masks and augmentations from a generator
+seeded with it. A batch's content is therefore a function of its position alone: the same with 0
+or N workers, and a resumed run replays exactly the batches an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler, default_collate
+
+from polyjepa.types import Batch, Masks, RawInput
+
+Masker = Callable[[int, torch.Generator], Masks]
+Augmentation = Callable[[RawInput, torch.Generator], RawInput]
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix-style mixing; stable across runs and platforms)."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return h >> 1
+
+
+class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Yields batches `[(index, batch_seed), ...]` of a seeded per-epoch permutation.
+
+    With `world_size > 1` each rank takes every `world_size`-th index of the same permutation
+    (DistributedSampler's layout). Incomplete last batches are dropped. `start_batch` skips the
+    first batches of the current epoch (resume).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1) -> None:
+        per_rank = num_samples // world_size
+        if per_rank < batch_size:
+            raise ValueError(
+                f"train.batch_size={batch_size} is larger than the {per_rank} training samples "
+                f"per process; lower train.batch_size"
+            )
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start_batch = 0, 0
+
+    def __len__(self) -> int:
+        return (self.num_samples // self.world_size) // self.batch_size
+
+    def set_position(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+        order = torch.randperm(self.num_samples, generator=g)
+        mine = order[self.rank : self.world_size * (self.num_samples // self.world_size) : self.world_size]
+        for b in range(self.start_batch, len(self)):
+            batch_seed = _mix(self.seed, self.epoch, b, self.rank)
+            idx = mine[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            yield [(i, batch_seed) for i in idx]
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset of `(x, y)` so that `ds[(i, seed)] -> ((x, y), seed)`."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
+        index, seed = key
+        return self.dataset[index], seed
+
+
+class Collate:
+    """Stacks `(x, y)` samples into a `Batch` and samples its masks and views.
+
+    Args:
+        masker: `(batch_size, generator) -> Masks`, for JEPA objectives.
+        augmentations: applied in order to the batched input to make each view (BYOL).
+        num_views: views to make when `augmentations` is given.
+    """
+
+    def __init__(self, masker: Masker | None = None,
+                 augmentations: Sequence[Augmentation] = (), num_views: int = 2) -> None:
+        self.masker = masker
+        self.augmentations = list(augmentations)
+        self.num_views = num_views
+
+    def __call__(self, items: list[tuple[Any, int]]) -> Batch:
+        samples = [sample for sample, _ in items]
+        g = torch.Generator().manual_seed(items[0][1])
+        x, y = default_collate(samples)
+        masks = self.masker(len(samples), g) if self.masker is not None else None
+        views = []
+        if self.augmentations:
+            for _ in range(self.num_views):
+                view = x
+                for augment in self.augmentations:
+                    view = augment(view, g)
+                views.append(view)
+        return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long), masks=masks, views=views)
+
+
+def eval_collate(samples: list[Any]) -> Batch:
+    """Collate for embedding: no masks, no views."""
+    x, y = default_collate(samples)
+    return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long))

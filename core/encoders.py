@@ -1,0 +1,124 @@
+"""Encoders: `Tokens [B, N, D]` -> latents `[B, R + N, D]` (R prefix/register tokens first)."""
+
+from __future__ import annotations
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from polyjepa.registry import register
+from polyjepa.types import RawInput, Tokens
+
+
+def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
+    """Select tokens per sample: `x [B, N, D]`, `idx [B, K]` -> `[B, K, D]`."""
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Truncated-normal (std 0.02) linear weights, zero biases, unit norms (ViT / I-JEPA init)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+@register("transformer", kind="encoder")
+class TransformerEncoder(nn.Module):
+    """Pre-norm transformer encoder over tokens (timm `Block`s, stochastic depth).
+
+    The positional embedding of `Tokens` is added before context selection, so a context encoder
+    that sees a subset of tokens still knows where each one sits. `reg_tokens` learnable tokens
+    (T-JEPA's regularization tokens, ViT registers) are prepended after selection and are always
+    visible.
+
+    Args:
+        dim: token width D (taken from the tokenizer when the recipe omits it).
+        depth: number of blocks.
+        num_heads: attention heads per block.
+        mlp_ratio: hidden width of each block's MLP as a multiple of D.
+        drop_path: stochastic-depth rate of the last block (linear from 0).
+        dropout: dropout after attention projections and in MLPs.
+        attn_drop: dropout on attention weights.
+        reg_tokens: number of learnable prefix tokens R.
+        pos_every_layer: add the positional embedding before every block (Point-BERT/Point-JEPA),
+            not only the first.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        dropout: float = 0.0,
+        attn_drop: float = 0.0,
+        reg_tokens: int = 0,
+        pos_every_layer: bool = False,
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"encoder: dim={dim} is not divisible by num_heads={num_heads}")
+        self.dim = dim
+        self.num_prefix_tokens = reg_tokens
+        self.pos_every_layer = pos_every_layer
+        self.reg = nn.Parameter(torch.zeros(1, reg_tokens, dim)) if reg_tokens else None
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=dropout,
+                  attn_drop=attn_drop, drop_path=rate)
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.apply(init_weights)
+        if self.reg is not None:
+            nn.init.trunc_normal_(self.reg, std=0.02)
+
+    def forward(self, tokens: Tokens, keep: Tensor | None = None) -> Tensor:
+        """Encode `tokens`, or only the tokens at `keep [B, K]`; returns `[B, R + K, D]`."""
+        pos = tokens.batch_pos()  # [B, N, D]
+        x = tokens.x + pos
+        pad = tokens.pad_mask
+        if keep is not None:
+            x, pos = gather_tokens(x, keep), gather_tokens(pos, keep)  # [B, K, D]
+            pad = None if pad is None else torch.gather(pad, 1, keep)
+        r = self.num_prefix_tokens
+        if self.reg is not None:
+            x = torch.cat([self.reg.expand(x.shape[0], -1, -1), x], dim=1)  # [B, R + K, D]
+        attn_mask = None
+        if pad is not None:
+            valid = torch.cat([pad.new_zeros(pad.shape[0], r), pad], dim=1).logical_not()
+            attn_mask = valid[:, None, None, :]  # [B, 1, 1, R + K], True = attend
+        for i, block in enumerate(self.blocks):
+            if self.pos_every_layer and i > 0:
+                x = torch.cat([x[:, :r], x[:, r:] + pos], dim=1)
+            x = block(x, attn_mask=attn_mask)
+        return self.norm(x)
+
+
+class Backbone(nn.Module):
+    """Tokenizer + encoder: what a target encoder copies and what `encoder.pt` exports.
+
+    `forward(x)` maps a batched raw input to latents `[B, R + N, D]`.
+    """
+
+    def __init__(self, tokenizer: nn.Module, encoder: nn.Module) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return getattr(self.encoder, "num_prefix_tokens", 0)
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def forward(self, x: RawInput, keep: Tensor | None = None) -> Tensor:
+        return self.encoder(self.tokenizer(x), keep=keep)

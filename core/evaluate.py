@@ -1,0 +1,116 @@
+"""Frozen-encoder evaluation: linear probe and kNN, always beside two baselines on the same split.
+
+Baselines: the same architecture randomly initialised (what pretraining adds over the
+architecture's inductive bias) and a probe on the raw features (what it adds over the input).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+from torch.utils.data import DataLoader
+
+from polyjepa.build import build_backbone, load_datasets, recipe_from_dict
+from polyjepa.data import eval_collate
+from polyjepa.errors import DataError
+from polyjepa.hub import load_encoder, read_run_config
+from polyjepa.pooling import pool
+from polyjepa.train import resolve_device, seed_everything
+
+ENCODERS = ("pretrained", "random_init", "raw_features")
+
+
+@torch.no_grad()
+def embed(backbone: nn.Module, dataset, pooling: str, batch_size: int = 256,
+          device: str | torch.device = "cpu", num_prefix_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled embeddings `[N, F]` and labels `[N]` of a dataset under a frozen backbone."""
+    backbone = backbone.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=eval_collate)
+    feats, labels = [], []
+    for batch in loader:
+        batch = batch.to(device)
+        feats.append(pool(backbone(batch.x), pooling, num_prefix_tokens).float().cpu())
+        labels.append(batch.y.cpu())
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+
+
+def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                 seed: int = 0) -> float:
+    """Accuracy of logistic regression on standardised features."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    model.fit(x_train, y_train)
+    return float(model.score(x_test, y_test))
+
+
+def knn_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+              k: int = 20) -> float:
+    """Accuracy of a distance-weighted k-nearest-neighbour vote on standardised features."""
+    k = min(k, len(x_train))
+    model = make_pipeline(StandardScaler(), KNeighborsClassifier(k, weights="distance"))
+    model.fit(x_train, y_train)
+    return float(model.score(x_test, y_test))
+
+
+def _subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
+    if limit is None or len(x) <= limit:
+        return x, y
+    keep = np.random.default_rng(seed).choice(len(x), size=limit, replace=False)
+    return x[keep], y[keep]
+
+
+def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str = "auto") -> dict:
+    """Probe a run's exported encoder, a random-init twin and the raw features on one split.
+
+    Returns `{"linear_probe": {name: acc}, "knn": {name: acc}, "n_train": int, "n_test": int}`.
+    `data_path` replaces the recipe's `data.path` (its test split is then a seeded split of it
+    unless the recipe names a `data.test_path`).
+    """
+    run_dir = Path(run_dir)
+    overrides = [f"data.path={data_path}"] if data_path else []
+    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"), overrides)
+    cfg = recipe.cfg.eval
+    train_set, test_set, meta = load_datasets(recipe)
+    if (np.asarray([y for _, y in (train_set[0],)]) < 0).any():
+        raise DataError(f"{recipe.source}: evaluation needs labels, and the data has none")
+    dev = resolve_device(device)
+    pretrained = load_encoder(run_dir, device=str(dev))
+    seed_everything(recipe.cfg.train.seed + 1)
+    random_init = build_backbone(recipe, meta)
+    features = {}
+    for name, backbone in (("pretrained", pretrained), ("random_init", random_init)):
+        kwargs = dict(pooling=cfg.pooling, batch_size=cfg.batch_size, device=dev,
+                      num_prefix_tokens=backbone.num_prefix_tokens)
+        features[name] = (embed(backbone, train_set, **kwargs), embed(backbone, test_set, **kwargs))
+    raw = recipe.plugin.raw_features
+    y_train = features["pretrained"][0][1]
+    y_test = features["pretrained"][1][1]
+    features["raw_features"] = ((raw(train_set), y_train), (raw(test_set), y_test))
+    result: dict = {"linear_probe": {}, "knn": {}}
+    for name in ENCODERS:
+        (x_tr, y_tr), (x_te, y_te) = features[name]
+        x_tr, y_tr = _subsample(np.asarray(x_tr), y_tr, cfg.max_train, cfg.seed)
+        result["linear_probe"][name] = linear_probe(x_tr, y_tr, np.asarray(x_te), y_te, cfg.seed)
+        result["knn"][name] = knn_probe(x_tr, y_tr, np.asarray(x_te), y_te, cfg.knn_k)
+    result["n_train"], result["n_test"] = int(len(y_train)), int(len(y_test))
+    return result
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of an `evaluate_run` result."""
+    lines = [f"{'encoder':<14}{'linear probe':>14}{'kNN':>10}"]
+    for name in ENCODERS:
+        lines.append(f"{name:<14}{result['linear_probe'][name]:>14.4f}{result['knn'][name]:>10.4f}")
+    lines.append(f"(n_train={result['n_train']}, n_test={result['n_test']})")
+    return "\n".join(lines)
+
+
+def dumps(result: dict) -> str:
+    return json.dumps(result)

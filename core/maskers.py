@@ -1,0 +1,86 @@
+"""Maskers any modality can use: collate-time callables `(batch_size, generator) -> Masks`.
+
+Each wraps a primitive of `polyjepa.masks` with the counts a recipe gives as ratios of the token
+count N (taken from the dataset's `meta["num_tokens"]`). Counts are drawn once per batch so that
+index sets stack; membership is drawn per sample.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from polyjepa import masks
+from polyjepa.registry import register
+from polyjepa.types import Masks
+
+Ratio = float | tuple[float, float]
+
+
+@register("random_subsets", kind="masker")
+class RandomSubsetMasker:
+    """Random context subset and `num_targets` random target subsets from the rest (T-JEPA).
+
+    Args:
+        num_tokens: N, tokens per sample.
+        context_ratio: share of N in the context, fixed or a (low, high) range sampled per batch.
+        target_ratio: share of N in each target set, likewise; clipped so that context and target
+            fit in N.
+        num_targets: M, target sets per sample.
+    """
+
+    def __init__(self, num_tokens: int, context_ratio: Ratio = (0.15, 0.35),
+                 target_ratio: Ratio = (0.15, 0.6), num_targets: int = 4) -> None:
+        if num_tokens < 2:
+            raise ValueError(f"random_subsets needs at least 2 tokens, got num_tokens={num_tokens}")
+        self.num_tokens, self.num_targets = num_tokens, num_targets
+        self.context_ratio, self.target_ratio = context_ratio, target_ratio
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> Masks:
+        n = self.num_tokens
+        num_context = masks.count_from_ratio(self.context_ratio, n, generator, min_count=1)
+        num_context = min(num_context, n - 1)
+        num_target = masks.count_from_ratio(self.target_ratio, n, generator, min_count=1)
+        num_target = min(num_target, n - num_context)
+        return masks.random_subsets(batch_size, n, num_context, num_target, self.num_targets,
+                                    generator)
+
+
+@register("contiguous_spans", kind="masker")
+class ContiguousSpanMasker:
+    """`num_targets` contiguous runs of a sequence as targets; context sampled from the rest.
+
+    Args:
+        num_tokens: N, sequence length in tokens.
+        target_ratio: share of N in each run, fixed or a (low, high) range sampled per batch.
+        num_targets: M, runs per sample.
+    """
+
+    def __init__(self, num_tokens: int, target_ratio: Ratio = (0.15, 0.2),
+                 num_targets: int = 4) -> None:
+        self.num_tokens, self.target_ratio, self.num_targets = num_tokens, target_ratio, num_targets
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> Masks:
+        span = masks.count_from_ratio(self.target_ratio, self.num_tokens, generator, min_count=1)
+        return masks.contiguous_spans(batch_size, self.num_tokens, span, self.num_targets,
+                                      generator)
+
+
+@register("multiblock", kind="masker")
+class MultiBlockMasker:
+    """I-JEPA multi-block masking on a token grid (`meta["grid"]`, 2D or 3D).
+
+    Args:
+        grid: token grid shape, e.g. `(H, W)` or `(T, H, W)`.
+        target_scale, target_aspect, num_targets, context_scale, min_keep: as in I-JEPA.
+    """
+
+    def __init__(self, grid: tuple[int, ...], target_scale: tuple[float, float] = (0.15, 0.2),
+                 target_aspect: tuple[float, float] = (0.75, 1.5), num_targets: int = 4,
+                 context_scale: tuple[float, float] = (0.85, 1.0), min_keep: int = 10) -> None:
+        self.grid, self.num_targets, self.min_keep = tuple(grid), num_targets, min_keep
+        self.target_scale, self.target_aspect = tuple(target_scale), tuple(target_aspect)
+        self.context_scale = tuple(context_scale)
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> Masks:
+        return masks.multiblock(batch_size, self.grid, self.target_scale, self.target_aspect,
+                                self.num_targets, self.context_scale, generator, self.min_keep)

@@ -1,0 +1,165 @@
+"""Self-supervised objectives. Each is an `nn.Module` with `forward(batch) -> (loss, logs)`.
+
+`logs` holds detached scalar tensors (no device sync on the hot path). After each optimizer step
+the trainer calls `update_target(momentum)`. `monitor_embeddings` holds the last batch's pooled
+target embeddings `[B, D]` for the collapse monitors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polyjepa.ema import ema_update, make_target
+from polyjepa.encoders import Backbone, gather_tokens
+from polyjepa.pooling import pool
+from polyjepa.registry import register
+from polyjepa.types import Batch
+
+LOSSES = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
+
+
+def _loss_fn(name: str):
+    if name not in LOSSES:
+        raise ValueError(f"objective.loss: unknown loss '{name}'; choose from {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def _regularize(regularizers: nn.ModuleList, z: Tensor, loss: Tensor, logs: dict) -> Tensor:
+    for reg in regularizers:
+        reg_loss, reg_logs = reg(z)
+        loss = loss + reg_loss
+        logs.update(reg_logs)
+    return loss
+
+
+@register("jepa", kind="objective")
+class JEPA(nn.Module):
+    """Joint-embedding predictive architecture (I-JEPA, Assran et al. 2023).
+
+    The context encoder sees only the context tokens; the predictor fills mask tokens at each
+    target set's positions; the EMA target encoder encodes all tokens without gradients, and the
+    loss compares predictions with the target latents at the target positions.
+
+    Args:
+        backbone: online tokenizer + encoder.
+        predictor: maps `(context latents, context pos, target pos)` to `[B, M, Nt, D]`.
+        loss: `mse` | `smooth_l1` | `l1`, averaged over all elements.
+        normalize_targets: layer-norm target latents (no affine) before the loss (I-JEPA).
+        regularizers: applied to the mean-pooled context latents `[B, D]`.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        predictor: nn.Module,
+        loss: str = "smooth_l1",
+        normalize_targets: bool = True,
+        regularizers: list[nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.loss_fn = _loss_fn(loss)
+        self.normalize_targets = normalize_targets
+        self.online = backbone
+        self.target = make_target(backbone)
+        self.predictor = predictor
+        self.regularizers = nn.ModuleList(regularizers or [])
+        self.monitor_embeddings: Tensor | None = None
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        masks = batch.masks
+        if masks is None:
+            raise ValueError("the JEPA objective needs masks: give the recipe a `masker`")
+        b, m, nt = masks.target.shape
+        r = self.online.num_prefix_tokens
+        target_idx = masks.target.reshape(b, m * nt)  # [B, M * Nt]
+        with torch.no_grad():
+            h = self.target(batch.x)  # [B, R + N, D]
+            self.monitor_embeddings = h.mean(1).float()
+            h = h[:, r:]
+            if self.normalize_targets:
+                h = F.layer_norm(h, h.shape[-1:])
+            targets = gather_tokens(h, target_idx).view(b, m, nt, -1)  # [B, M, Nt, D]
+        tokens = self.online.tokenizer(batch.x)
+        z = self.online.encoder(tokens, keep=masks.context)  # [B, R + Nc, D]
+        pos = tokens.batch_pos()  # [B, N, D]
+        context_pos = gather_tokens(pos, masks.context)
+        target_pos = gather_tokens(pos, target_idx).view(b, m, nt, -1)
+        pred = self.predictor(z, context_pos, target_pos)  # [B, M, Nt, D]
+        loss = self.loss_fn(pred.float(), targets.float())
+        logs = {"loss_pred": loss.detach()}
+        loss = _regularize(self.regularizers, z.mean(1).float(), loss, logs)
+        return loss, logs
+
+    def update_target(self, momentum: float) -> None:
+        ema_update(self.target, self.online, momentum)
+
+    def export_backbone(self) -> Backbone:
+        """The encoder to export: the EMA target (I-JEPA evaluates the target encoder)."""
+        return self.target
+
+
+def byol_loss(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL's normalised MSE `2 - 2 cos(p, z)`, averaged over the batch; `p, z [B, D]`."""
+    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
+
+
+@register("byol", kind="objective")
+class BYOL(nn.Module):
+    """Bootstrap Your Own Latent (Grill et al. 2020): two views, symmetric normalised MSE.
+
+    online: backbone -> pool -> projector -> predictor; target: EMA(backbone, projector).
+
+    Args:
+        backbone: online tokenizer + encoder.
+        projector: MLP `[B, D_pool] -> [B, P]`.
+        predictor: MLP `[B, P] -> [B, P]`.
+        pooling: how token latents become one vector (see `polyjepa.pooling`).
+        regularizers: applied to the pooled online embeddings of each view.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        projector: nn.Module,
+        predictor: nn.Module,
+        pooling: str = "mean",
+        regularizers: list[nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.online = backbone
+        self.projector = projector
+        self.predictor = predictor
+        self.target = make_target(backbone)
+        self.target_projector = make_target(projector)
+        self.regularizers = nn.ModuleList(regularizers or [])
+        self.monitor_embeddings: Tensor | None = None
+
+    def _embed(self, backbone: Backbone, x) -> Tensor:
+        return pool(backbone(x), self.pooling, backbone.num_prefix_tokens)
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        if len(batch.views) != 2:
+            raise ValueError("the BYOL objective needs two augmented views per sample")
+        v1, v2 = batch.views
+        y1, y2 = self._embed(self.online, v1), self._embed(self.online, v2)  # [B, D]
+        p1, p2 = self.predictor(self.projector(y1)), self.predictor(self.projector(y2))
+        with torch.no_grad():
+            t1, t2 = self._embed(self.target, v1), self._embed(self.target, v2)
+            self.monitor_embeddings = t1.float()
+            z1, z2 = self.target_projector(t1), self.target_projector(t2)
+        loss = byol_loss(p1.float(), z2.float()) + byol_loss(p2.float(), z1.float())
+        logs = {"loss_byol": loss.detach()}
+        for y in (y1, y2):
+            loss = _regularize(self.regularizers, y.float(), loss, logs)
+        return loss, logs
+
+    def update_target(self, momentum: float) -> None:
+        ema_update(self.target, self.online, momentum)
+        ema_update(self.target_projector, self.projector, momentum)
+
+    def export_backbone(self) -> Backbone:
+        """The encoder to export: the online encoder (BYOL keeps the online network)."""
+        return self.online

@@ -1,0 +1,45 @@
+"""Where data lives: recipes name datasets relative to a data root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from polyjepa.errors import DataError
+
+DATA_ROOT_ENV = "POLYJEPA_DATA_ROOT"
+
+
+def data_root(configured: str | None) -> Path | None:
+    """The data root: the recipe's `data_root` if set, else `$POLYJEPA_DATA_ROOT`, else None."""
+    root = configured or os.environ.get(DATA_ROOT_ENV)
+    return Path(root).expanduser() if root else None
+
+
+def resolve_path(path: str | Path, root: Path | None, field: str) -> Path:
+    """Resolve a data path named by config field `field` (e.g. `data.path`).
+
+    Absolute paths and paths that exist relative to the working directory are used as they are;
+    other relative paths are looked up under the data root.
+
+    Raises:
+        DataError: the file does not exist; the message says which root was searched and which
+            variable or key sets it.
+    """
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        if not path.exists():
+            raise DataError(f"{field}: no such file or folder: {path}")
+        return path
+    if root is None:
+        raise DataError(
+            f"{field}: '{path}' is relative and not found in the working directory, and no data "
+            f"root is set: set the environment variable {DATA_ROOT_ENV} (e.g. "
+            f"{DATA_ROOT_ENV}=../shared/data) or the recipe key data_root=DIR"
+        )
+    if not root.is_dir():
+        raise DataError(f"data root '{root}' (from data_root or {DATA_ROOT_ENV}) is not a folder")
+    full = root / path
+    if not full.exists():
+        raise DataError(f"{field}: no such file or folder: {full} (data root '{root}')")
+    return full

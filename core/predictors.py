@@ -1,0 +1,97 @@
+"""Predictors: JEPA's narrow transformer over context latents + mask tokens; BYOL's MLP head."""
+
+from __future__ import annotations
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+from polyjepa.encoders import init_weights
+from polyjepa.registry import register
+
+
+@register("jepa", kind="predictor")
+class JEPAPredictor(nn.Module):
+    """I-JEPA predictor: predicts target latents from context latents and target positions.
+
+    Context latents are projected to the predictor width and tagged with their positions; each
+    target set gets one learned mask token per position, tagged the same way; a narrow
+    transformer attends over `[context ; mask tokens]` and the mask-token outputs are projected
+    back to the encoder width. Positions are the tokenizer's positional embedding (width D)
+    through a learned linear map to the predictor width, so any tokenizer's positions work.
+
+    Args:
+        in_dim: encoder width D (from the encoder when the recipe omits it).
+        dim: predictor width.
+        depth, num_heads, mlp_ratio, drop_path: as for the encoder.
+        num_prefix_tokens: register tokens at the front of the context latents (no position).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int = 384,
+        depth: int = 6,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        dropout: float = 0.0,
+        num_prefix_tokens: int = 0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"predictor: dim={dim} is not divisible by num_heads={num_heads}")
+        self.num_prefix_tokens = num_prefix_tokens
+        self.embed = nn.Linear(in_dim, dim)
+        self.pos_proj = nn.Linear(in_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_ratio, qkv_bias=True, proj_drop=dropout, drop_path=rate)
+            for rate in rates
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, in_dim)
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, context: Tensor, context_pos: Tensor, target_pos: Tensor) -> Tensor:
+        """Predict target latents.
+
+        Args:
+            context: context-encoder output `[B, R + Nc, D]`.
+            context_pos: positional embeddings of the context tokens `[B, Nc, D]`.
+            target_pos: positional embeddings of the targets `[B, M, Nt, D]`.
+
+        Returns:
+            predicted target latents `[B, M, Nt, D]`.
+        """
+        b, m, nt, d = target_pos.shape
+        r = self.num_prefix_tokens
+        x = self.embed(context)  # [B, R + Nc, Dp]
+        x = torch.cat([x[:, :r], x[:, r:] + self.pos_proj(context_pos)], dim=1)
+        x = x.repeat_interleave(m, dim=0)  # [B * M, R + Nc, Dp]
+        queries = self.mask_token + self.pos_proj(target_pos.reshape(b * m, nt, d))  # [B*M, Nt, Dp]
+        x = torch.cat([x, queries], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        out = self.head(self.norm(x[:, -nt:]))  # [B * M, Nt, D]
+        return out.view(b, m, nt, d)
+
+
+@register("mlp", kind="predictor")
+class MLPHead(nn.Module):
+    """BYOL projector / predictor: Linear -> BatchNorm -> ReLU -> Linear, `[B, in] -> [B, out]`."""
+
+    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

@@ -1,0 +1,221 @@
+"""Plugin discovery through Python entry points.
+
+Two entry-point groups:
+
+* ``polyjepa.modalities``: ``name = "pkg.module:plugin"`` -> a :class:`ModalityPlugin`.
+  polyjepa's own modalities register here exactly as a third party would.
+* ``polyjepa.components``: ``modality.name = "pkg.module:factory"`` -> a tokenizer, masker,
+  augmentation or encoder factory added to an existing modality. The factory's ``kind`` attribute
+  (``"tokenizer"``, ``"masker"``, ...) says which slot it fills; without one it may fill any slot.
+
+Core components (the transformer encoder, predictors, objectives) live in :data:`CORE` and are
+named without a modality prefix. Entry points are loaded lazily on first lookup; a plugin that
+fails to import is recorded with its entry-point name and distribution and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as metadata
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from polyjepa.errors import RegistryError
+
+MODALITY_GROUP = "polyjepa.modalities"
+COMPONENT_GROUP = "polyjepa.components"
+KINDS = ("tokenizer", "masker", "augmentation", "encoder", "predictor", "objective", "regularizer")
+
+
+@dataclass
+class Component:
+    """A named factory and where it came from."""
+
+    name: str
+    factory: Callable[..., Any]
+    kind: str | None
+    origin: str  # distribution name, or "polyjepa" for core components
+
+
+@dataclass
+class ModalityPlugin:
+    """Everything polyjepa needs from a modality.
+
+    Attributes:
+        name: the modality's name, as recipes write it (``modality: tabular``).
+        data_config: dataclass of the recipe's ``data:`` section for this modality.
+        load_data: ``(data_config, data_root) -> (train, test, meta)``: two datasets yielding
+            ``(x, y)`` and a dict of plain values (feature counts, classes, ...) that factories
+            may ask for by parameter name.
+        synthetic: ``(n, seed) -> (train, test, meta)``: a small built-in dataset with learnable
+            structure, for demos and tests.
+        raw_features: ``(dataset) -> [N, F]`` tensor, the raw-feature baseline for probes.
+        components: built-in tokenizers, maskers, augmentations and encoders by name (no prefix).
+    """
+
+    name: str
+    data_config: type
+    load_data: Callable[..., tuple[Any, Any, dict]]
+    synthetic: Callable[..., tuple[Any, Any, dict]]
+    raw_features: Callable[[Any], Any]
+    components: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+
+CORE: dict[tuple[str, str], Component] = {}
+"""Core components by ``(kind, name)``: an objective and a predictor may both be called "jepa"."""
+
+
+def register(name: str, kind: str) -> Callable[[Callable], Callable]:
+    """Decorator registering a core component of ``kind`` under ``name``."""
+
+    def wrap(factory: Callable) -> Callable:
+        if (kind, name) in CORE:
+            raise RegistryError(f"core {kind} '{name}' registered twice")
+        factory.kind = kind  # type: ignore[attr-defined]
+        CORE[kind, name] = Component(name, factory, kind, "polyjepa")
+        return factory
+
+    return wrap
+
+
+@dataclass
+class _Loaded:
+    modalities: dict[str, tuple[ModalityPlugin, str]] = field(default_factory=dict)
+    components: dict[str, dict[str, Component]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+_state: _Loaded | None = None
+
+
+def reset() -> None:
+    """Forget loaded plugins (the next lookup reloads entry points, e.g. after an install)."""
+    global _state
+    _state = None
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else "<unknown distribution>"
+
+
+def _unique_entry_points(group: str) -> list[metadata.EntryPoint]:
+    """Entry points of ``group``; the same name bound twice to different targets is an error."""
+    seen: dict[str, metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=group):
+        other = seen.get(ep.name)
+        if other is None:
+            seen[ep.name] = ep
+        elif other.value != ep.value:
+            raise RegistryError(
+                f"entry point '{ep.name}' in group {group} is defined twice: "
+                f"'{other.value}' by {_dist_name(other)} and '{ep.value}' by {_dist_name(ep)}; "
+                "uninstall one of the two distributions"
+            )
+    return list(seen.values())
+
+
+def _load() -> _Loaded:
+    global _state
+    if _state is not None:
+        return _state
+    state = _Loaded()
+    for ep in _unique_entry_points(MODALITY_GROUP):
+        origin = _dist_name(ep)
+        try:
+            plugin = ep.load()
+            if not isinstance(plugin, ModalityPlugin):
+                raise TypeError(f"expected a ModalityPlugin, got {type(plugin).__name__}")
+        except Exception as exc:  # a broken plugin must not break the others
+            state.failures.append(f"modality '{ep.name}' ({origin}, {ep.value}): {exc!r}")
+            continue
+        state.modalities[ep.name] = (plugin, origin)
+        state.components[ep.name] = {
+            name: Component(name, f, getattr(f, "kind", None), origin)
+            for name, f in plugin.components.items()
+        }
+    for ep in _unique_entry_points(COMPONENT_GROUP):
+        origin = _dist_name(ep)
+        modality, _, name = ep.name.partition(".")
+        try:
+            if not name:
+                raise ValueError("component entry points are named 'modality.name'")
+            if modality not in state.components:
+                raise ValueError(f"modality '{modality}' is not installed")
+            if name in state.components[modality]:
+                prior = state.components[modality][name].origin
+                raise ValueError(f"'{modality}.{name}' is already provided by {prior}")
+            factory = ep.load()
+        except Exception as exc:
+            state.failures.append(f"component '{ep.name}' ({origin}, {ep.value}): {exc!r}")
+            continue
+        kind = getattr(factory, "kind", None)
+        state.components[modality][name] = Component(name, factory, kind, origin)
+    for failure in state.failures:
+        warnings.warn(f"polyjepa plugin failed to load: {failure}", stacklevel=2)
+    _state = state
+    return state
+
+
+def _unknown(what: str, name: str, available: list[str], where: str = "") -> RegistryError:
+    close = difflib.get_close_matches(name, available, n=1)
+    hint = f"; did you mean '{close[0]}'" if close else ""
+    failures = _load().failures
+    broken = f"; plugins that failed to load: {failures}" if failures else ""
+    listed = ", ".join(sorted(available)) or "none"
+    return RegistryError(f"unknown {what} '{name}'{where}{hint}; available: {listed}{broken}")
+
+
+def list_modalities() -> dict[str, str]:
+    """Installed modality names -> distribution they come from."""
+    return {name: origin for name, (_, origin) in _load().modalities.items()}
+
+
+def get_modality(name: str) -> ModalityPlugin:
+    """The plugin of modality ``name``; raises RegistryError listing the installed ones."""
+    state = _load()
+    if name not in state.modalities:
+        raise _unknown("modality", name, list(state.modalities))
+    return state.modalities[name][0]
+
+
+def list_components(kind: str | None = None) -> list[tuple[str, Component]]:
+    """``(qualified name, component)`` pairs: core ones bare, modality ones as ``modality.name``.
+
+    With ``kind``, only components of that kind and those that declare no kind.
+    """
+    rows = [(name, comp) for (_, name), comp in CORE.items()]
+    for modality, comps in _load().components.items():
+        rows += [(f"{modality}.{name}", comp) for name, comp in comps.items()]
+    if kind is not None:
+        rows = [(n, c) for n, c in rows if c.kind in (kind, None)]
+    return sorted(rows, key=lambda row: row[0])
+
+
+def get_component(qualified: str, kind: str, modality: str | None = None) -> Component:
+    """Look up ``name`` (core) or ``modality.name`` for the slot ``kind``.
+
+    Raises:
+        RegistryError: "unknown tokenizer 'x' for modality 'tabular'; available: ...".
+    """
+    prefix, dot, name = qualified.partition(".")
+    if dot:
+        state = _load()
+        if prefix not in state.components:
+            raise _unknown("modality", prefix, list(state.modalities))
+        found = state.components[prefix].get(name)
+        where = f" for modality '{prefix}'"
+    else:
+        found, where = CORE.get((kind, qualified)), ""
+    if found is None or found.kind not in (kind, None):
+        available = [n for n, c in list_components(kind) if modality is None or
+                     "." not in n or n.startswith(f"{modality}.")]
+        raise _unknown(kind, qualified, available, where)
+    return found
+
+
+def plugin_failures() -> list[str]:
+    """Descriptions of plugins and components that failed to load."""
+    return list(_load().failures)
