@@ -13,6 +13,9 @@ from torch import nn
 
 from polyjepa.errors import CheckpointError
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
+PICKLE_PROTO = b"\x80"  # first byte of a pickle (protocol >= 2)
+
 
 def save_atomic(obj: Any, path: Path) -> None:
     """Write `obj` with `torch.save` to a temp file beside `path`, fsync, then `os.replace`.
@@ -43,6 +46,10 @@ def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        with path.open("rb") as f:
+            head = f.read(4)
+        if not (head == ZIP_MAGIC or head[:1] == PICKLE_PROTO):  # neither zip nor pickle: damaged
+            raise CheckpointError(f"{path}: corrupt or truncated checkpoint") from None
         raise CheckpointError(
             f"{path}: refused to load: it holds objects other than tensors and plain data "
             f"(weights_only=True); only load checkpoints you trust ({str(exc).splitlines()[0]})"

@@ -49,16 +49,17 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
-    from polyjepa.build import load_datasets, recipe_from_dict
+    from polyjepa.build import recipe_from_dict
     from polyjepa.evaluate import embed
-    from polyjepa.hub import load_encoder, read_run_config
+    from polyjepa.hub import load_encoder, read_export, read_run_config
+    from polyjepa.paths import data_root
     from polyjepa.train import resolve_device
 
     run_dir = Path(args.run_dir)
-    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"),
-                              [f"data.path={args.data}", "data.test_path=null",
-                               "data.test_fraction=0"])
-    dataset, _, _ = load_datasets(recipe)
+    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"))
+    blob, _ = read_export(run_dir)
+    dataset = recipe.plugin.load_file(recipe.cfg.data, args.data, data_root(recipe.cfg.data_root),
+                                      blob["meta"])
     device = resolve_device(args.device)
     backbone = load_encoder(run_dir, device=str(device))
     x, _ = embed(backbone, dataset, args.pooling or recipe.cfg.eval.pooling,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -142,6 +143,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in pairs)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{source}: {key}: expected int, got {value!r}")
     if isinstance(value, tp):
@@ -221,10 +227,10 @@ def list_recipes() -> dict[str, Path]:
 def find_recipe(name_or_path: str) -> Path:
     """A shipped recipe name or a path to a YAML file."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"recipe file not found: {path}")
+    if path.is_file():
         return path
+    if path.suffix in (".yaml", ".yml"):
+        raise ConfigError(f"recipe file not found: {path}")
     shipped = list_recipes()
     if name_or_path not in shipped:
         raise ConfigError(
@@ -273,8 +279,42 @@ def read_yaml(path: Path) -> dict:
 def validate(raw: dict, source: str, data_schema: type | None) -> RecipeConfig:
     """Validate a raw recipe dict; the ``data`` section against the modality's schema."""
     cfg = from_dict(RecipeConfig, raw, source)
+    if cfg.data is not None and not isinstance(cfg.data, dict):
+        raise ConfigError(f"{source}: data: expected a mapping of data options, got {cfg.data!r}")
     if data_schema is not None:
         cfg.data = from_dict(data_schema, cfg.data or {}, source, prefix="data.")
     elif cfg.data:
         raise ConfigError(f"{source}: modality '{cfg.modality}' takes no data section")
+    check_values(cfg, source)
     return cfg
+
+
+CHOICES = {
+    "ema.schedule": ("cosine", "linear", "constant"),
+    "train.precision": ("fp32", "bf16", "fp16", "auto"),
+    "eval.pooling": ("mean", "flatten", "prefix", "mean_max"),
+}
+AT_LEAST_ONE = ("max_steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
+                "monitor_every")
+
+
+def check_values(cfg: RecipeConfig, source: str) -> None:
+    """Reject values no run can use, naming the key."""
+    for key in AT_LEAST_ONE:
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"{source}: train.{key} must be >= 1, got {getattr(cfg.train, key)}")
+    if cfg.train.num_workers < 0:
+        raise ConfigError(f"{source}: train.num_workers must be >= 0")
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in options:
+            raise ConfigError(f"{source}: {key}: unknown value '{value}'; choose from {', '.join(options)}")
+    device = cfg.train.device
+    if device != "auto" and not re.fullmatch(r"(cpu|mps|cuda|xpu)(:\d+)?", device):
+        raise ConfigError(
+            f"{source}: train.device: unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
+    if not 0 <= cfg.ema.start <= 1 or not 0 <= cfg.ema.end <= 1:
+        raise ConfigError(f"{source}: ema.start and ema.end must lie in [0, 1]")
+    if cfg.objective.get("name") == "jepa" and cfg.masker is None:
+        raise ConfigError(f"{source}: masker: the jepa objective needs a masker (e.g. random_subsets)")

@@ -26,6 +26,20 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def transformer_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, drop_path: float,
+                       dropout: float = 0.0, attn_drop: float = 0.0,
+                       qkv_bias: bool = True) -> nn.ModuleList:
+    """`depth` pre-norm timm `Block`s with stochastic depth rising linearly from 0 to `drop_path`."""
+    if dim % num_heads:
+        raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+    rates = torch.linspace(0, drop_path, depth).tolist()
+    return nn.ModuleList(
+        Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=dropout, attn_drop=attn_drop,
+              drop_path=rate)
+        for rate in rates
+    )
+
+
 @register("transformer", kind="encoder")
 class TransformerEncoder(nn.Module):
     """Pre-norm transformer encoder over tokens (timm `Block`s, stochastic depth).
@@ -62,18 +76,12 @@ class TransformerEncoder(nn.Module):
         qkv_bias: bool = True,
     ) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"encoder: dim={dim} is not divisible by num_heads={num_heads}")
         self.dim = dim
         self.num_prefix_tokens = reg_tokens
         self.pos_every_layer = pos_every_layer
         self.reg = nn.Parameter(torch.zeros(1, reg_tokens, dim)) if reg_tokens else None
-        rates = torch.linspace(0, drop_path, depth).tolist()
-        self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=dropout,
-                  attn_drop=attn_drop, drop_path=rate)
-            for rate in rates
-        )
+        self.blocks = transformer_blocks(dim, depth, num_heads, mlp_ratio, drop_path, dropout,
+                                         attn_drop, qkv_bias)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.apply(init_weights)
         if self.reg is not None:

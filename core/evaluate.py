@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -21,7 +22,8 @@ from torch.utils.data import DataLoader
 from polyjepa.build import build_backbone, load_datasets, recipe_from_dict
 from polyjepa.data import eval_collate
 from polyjepa.errors import DataError
-from polyjepa.hub import load_encoder, read_run_config
+from polyjepa.hub import load_encoder, read_export, read_run_config
+from polyjepa.paths import data_root
 from polyjepa.pooling import pool
 from polyjepa.train import resolve_device, seed_everything
 
@@ -66,40 +68,62 @@ def _subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
     return x[keep], y[keep]
 
 
-def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str = "auto") -> dict:
+def _features(backbone: nn.Module, dataset, cfg, device) -> tuple[np.ndarray, np.ndarray]:
+    return embed(backbone, dataset, cfg.pooling, cfg.batch_size, device, backbone.num_prefix_tokens)
+
+
+def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str = "auto",
+                 test_fraction: float = 0.2) -> dict:
     """Probe a run's exported encoder, a random-init twin and the raw features on one split.
 
-    Returns `{"linear_probe": {name: acc}, "knn": {name: acc}, "n_train": int, "n_test": int}`.
-    `data_path` replaces the recipe's `data.path` (its test split is then a seeded split of it
-    unless the recipe names a `data.test_path`).
+    Without `data_path`, the recipe's train/test split; with it, that file read with the run's
+    preprocessing and split (stratified, seeded by `eval.seed`) holding out `test_fraction`.
+
+    Returns:
+        `{"linear_probe": {name: acc}, "knn": {name: acc}, "n_train": int, "n_test": int}` for
+        names `pretrained`, `random_init`, `raw_features`.
     """
     run_dir = Path(run_dir)
-    overrides = [f"data.path={data_path}"] if data_path else []
-    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"), overrides)
+    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"))
     cfg = recipe.cfg.eval
-    train_set, test_set, meta = load_datasets(recipe)
-    if (np.asarray([y for _, y in (train_set[0],)]) < 0).any():
-        raise DataError(f"{recipe.source}: evaluation needs labels, and the data has none")
+    blob, _ = read_export(run_dir)
     dev = resolve_device(device)
     pretrained = load_encoder(run_dir, device=str(dev))
     seed_everything(recipe.cfg.train.seed + 1)
-    random_init = build_backbone(recipe, meta)
-    features = {}
-    for name, backbone in (("pretrained", pretrained), ("random_init", random_init)):
-        kwargs = dict(pooling=cfg.pooling, batch_size=cfg.batch_size, device=dev,
-                      num_prefix_tokens=backbone.num_prefix_tokens)
-        features[name] = (embed(backbone, train_set, **kwargs), embed(backbone, test_set, **kwargs))
+    random_init = build_backbone(recipe, blob["meta"])
     raw = recipe.plugin.raw_features
-    y_train = features["pretrained"][0][1]
-    y_test = features["pretrained"][1][1]
-    features["raw_features"] = ((raw(train_set), y_train), (raw(test_set), y_test))
+    if data_path is None:
+        train_set, test_set, _ = load_datasets(recipe)
+        splits = {
+            "pretrained": (_features(pretrained, train_set, cfg, dev),
+                           _features(pretrained, test_set, cfg, dev)),
+            "random_init": (_features(random_init, train_set, cfg, dev),
+                            _features(random_init, test_set, cfg, dev)),
+        }
+        y_train, y_test = splits["pretrained"][0][1], splits["pretrained"][1][1]
+        splits["raw_features"] = ((raw(train_set).numpy(), y_train), (raw(test_set).numpy(), y_test))
+    else:
+        dataset = recipe.plugin.load_file(recipe.cfg.data, data_path,
+                                          data_root(recipe.cfg.data_root), blob["meta"])
+        full = {"pretrained": _features(pretrained, dataset, cfg, dev),
+                "random_init": _features(random_init, dataset, cfg, dev)}
+        y = full["pretrained"][1]
+        full["raw_features"] = (raw(dataset).numpy(), y)
+        train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=test_fraction,
+                                               random_state=cfg.seed, stratify=y)
+        splits = {name: ((x[train_idx], y[train_idx]), (x[test_idx], y[test_idx]))
+                  for name, (x, y) in full.items()}
+    y_all = np.concatenate([splits["pretrained"][0][1], splits["pretrained"][1][1]])
+    if (y_all < 0).any():
+        raise DataError(f"{recipe.source}: evaluation needs labels, and some samples have none")
     result: dict = {"linear_probe": {}, "knn": {}}
     for name in ENCODERS:
-        (x_tr, y_tr), (x_te, y_te) = features[name]
-        x_tr, y_tr = _subsample(np.asarray(x_tr), y_tr, cfg.max_train, cfg.seed)
-        result["linear_probe"][name] = linear_probe(x_tr, y_tr, np.asarray(x_te), y_te, cfg.seed)
-        result["knn"][name] = knn_probe(x_tr, y_tr, np.asarray(x_te), y_te, cfg.knn_k)
-    result["n_train"], result["n_test"] = int(len(y_train)), int(len(y_test))
+        (x_tr, y_tr), (x_te, y_te) = splits[name]
+        x_tr, y_tr = _subsample(x_tr, y_tr, cfg.max_train, cfg.seed)
+        result["linear_probe"][name] = linear_probe(x_tr, y_tr, x_te, y_te, cfg.seed)
+        result["knn"][name] = knn_probe(x_tr, y_tr, x_te, y_te, cfg.knn_k)
+    result["n_train"] = int(len(splits["pretrained"][0][1]))
+    result["n_test"] = int(len(splits["pretrained"][1][1]))
     return result
 
 

@@ -24,17 +24,25 @@ def export_encoder(backbone: nn.Module, config: dict, meta: dict, run_dir: Path)
     return path
 
 
+def read_export(path: str | Path) -> tuple[dict, Path]:
+    """The contents of an exported encoder (a run directory or its `encoder.pt`) and its file."""
+    path = Path(path)
+    file = path / ENCODER_FILE if path.is_dir() else path
+    if path.is_dir() and not file.exists():
+        raise CheckpointError(f"{path} holds no {ENCODER_FILE}: not a finished polyjepa run")
+    blob = load_file(file)
+    if blob.get("format") != FORMAT:
+        raise CheckpointError(f"{file}: not a polyjepa encoder export (format {blob.get('format')!r})")
+    return blob, file
+
+
 def load_encoder(path: str | Path, device: str = "cpu") -> Backbone:
     """Load an exported encoder (a run directory or its `encoder.pt`) in eval mode.
 
     The returned module maps a batched raw input (as the modality's dataset yields it) to token
     latents `[B, R + N, D]`; pool them with `polyjepa.pool`.
     """
-    path = Path(path)
-    file = path / ENCODER_FILE if path.is_dir() else path
-    blob = load_file(file)
-    if blob.get("format") != FORMAT:
-        raise CheckpointError(f"{file}: not a polyjepa encoder export (format {blob.get('format')!r})")
+    blob, file = read_export(path)
     recipe = recipe_from_dict(blob["config"], str(file))
     backbone = build_backbone(recipe, blob["meta"])
     load_state(backbone, blob["state_dict"], file)
@@ -42,4 +50,8 @@ def load_encoder(path: str | Path, device: str = "cpu") -> Backbone:
 
 
 def read_run_config(run_dir: Path) -> dict:
-    return yaml.safe_load((run_dir / "config.yaml").read_text())
+    """The resolved recipe a run saved."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a polyjepa run directory (no config.yaml)")
+    return yaml.safe_load(path.read_text())

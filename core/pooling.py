@@ -35,6 +35,8 @@ def pooled_dim(backbone, mode: str, meta: dict) -> int:
     widths = {"mean": d, "mean_max": 2 * d, "prefix": r * d}
     if mode == "flatten":
         return (r + meta["num_tokens"]) * d
+    if mode == "prefix" and r == 0:
+        raise ValueError("pooling 'prefix' needs an encoder with reg_tokens > 0")
     if mode not in widths:
         raise ValueError(f"unknown pooling '{mode}'; choose from {', '.join(POOLINGS)}")
     return widths[mode]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from polyjepa.encoders import init_weights
+from polyjepa.encoders import init_weights, transformer_blocks
 from polyjepa.registry import register
 
 
@@ -39,17 +38,11 @@ class JEPAPredictor(nn.Module):
         num_prefix_tokens: int = 0,
     ) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"predictor: dim={dim} is not divisible by num_heads={num_heads}")
         self.num_prefix_tokens = num_prefix_tokens
         self.embed = nn.Linear(in_dim, dim)
         self.pos_proj = nn.Linear(in_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        rates = torch.linspace(0, drop_path, depth).tolist()
-        self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio, qkv_bias=True, proj_drop=dropout, drop_path=rate)
-            for rate in rates
-        )
+        self.blocks = transformer_blocks(dim, depth, num_heads, mlp_ratio, drop_path, dropout)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, in_dim)
         self.apply(init_weights)

@@ -52,6 +52,9 @@ class ModalityPlugin:
         synthetic: ``(n, seed) -> (train, test, meta)``: a small built-in dataset with learnable
             structure, for demos and tests.
         raw_features: ``(dataset) -> [N, F]`` tensor, the raw-feature baseline for probes.
+        load_file: ``(data_config, path, data_root, meta) -> dataset``: read one more file with
+            the preprocessing fitted on a run's training data (``meta``), for ``eval --data`` and
+            ``embed``.
         components: built-in tokenizers, maskers, augmentations and encoders by name (no prefix).
     """
 
@@ -60,6 +63,7 @@ class ModalityPlugin:
     load_data: Callable[..., tuple[Any, Any, dict]]
     synthetic: Callable[..., tuple[Any, Any, dict]]
     raw_features: Callable[[Any], Any]
+    load_file: Callable[..., Any]
     components: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
 

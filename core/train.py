@@ -78,12 +78,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     raise ConfigError(f"train.precision: unknown '{precision}'; use fp32, bf16, fp16 or auto")
 
 
+NO_DECAY = ("bias", "reg", "mask_token", "pos")
+"""Parameter names (last component, by suffix) never weight-decayed, whatever their shape."""
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters split into decayed (matrices) and not decayed (biases, norms, tokens)."""
+    """Trainable parameters split into decayed (weight matrices, embedding tables) and not decayed
+    (biases, norms, register/mask tokens, learned positions)."""
     decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            skip = p.ndim < 2 or name.rsplit(".", 1)[-1].endswith(NO_DECAY)
+            (no_decay if skip else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay, "decayed": True},
         {"params": no_decay, "weight_decay": 0.0, "decayed": False},
@@ -139,11 +145,16 @@ class Trainer:
         train_set, _, self.meta = load_datasets(recipe)
         self.objective = build_objective(recipe, self.meta).to(self.device)
         self.collate = Collate(build_masker(recipe, self.meta), build_augmentations(recipe, self.meta))
-        self.sampler = SeededBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed)
+        try:
+            self.sampler = SeededBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed)
+        except ValueError as exc:
+            raise ConfigError(f"{recipe.source}: {exc}") from None
         self.loader = DataLoader(
             SeededDataset(train_set), batch_sampler=self.sampler, collate_fn=self.collate,
             num_workers=cfg.train.num_workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
+            # its own generator: starting an iterator must not draw from the global RNG, which
+            # drives dropout and is restored on resume
+            generator=torch.Generator().manual_seed(cfg.train.seed),
         )
         self.optimizer = torch.optim.AdamW(
             param_groups(self.objective, cfg.optim.weight_decay), lr=cfg.optim.lr,
@@ -165,8 +176,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
-        load_state(self.objective, state["objective"], path)
         try:
+            load_state(self.objective, state["objective"], path)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])

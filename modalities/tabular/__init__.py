@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -12,20 +13,31 @@ from polyjepa.modalities.tabular.readers import (
     TabularDataset,
     TabularEncoder,
     load_splits,
+    read_frame,
     synthetic_frame,
 )
 from polyjepa.modalities.tabular.tokenizer import FeatureTokenizer
 from polyjepa.registry import ModalityPlugin
 
 
-def _with_token_count(splits: tuple[TabularDataset, TabularDataset, dict]):
-    train, test, meta = splits
-    return train, test, {**meta, "num_tokens": len(meta["feature_names"])}
+def _meta(encoder: TabularEncoder) -> dict:
+    """The encoder's meta plus `num_tokens` (one per feature, for maskers) and the fitted
+    preprocessing (plain values, saved with the run so new files are encoded the same way)."""
+    meta = encoder.meta
+    return {**meta, "num_tokens": len(meta["feature_names"]), "preprocessing": asdict(encoder)}
 
 
 def load_data(cfg: TabularDataConfig, root: Path | None):
-    """`(train, test, meta)`; `meta` adds `num_tokens` (one token per feature) for maskers."""
-    return _with_token_count(load_splits(cfg, root))
+    """`(train, test, meta)` read as `cfg` says, preprocessing fitted on the training rows."""
+    train, test, encoder = load_splits(cfg, root)
+    return train, test, _meta(encoder)
+
+
+def load_file(cfg: TabularDataConfig, path: str, root: Path | None, meta: dict) -> TabularDataset:
+    """Read `path` (same columns as the training table) with the run's fitted preprocessing."""
+    encoder = TabularEncoder(**meta["preprocessing"])
+    frame = read_frame(path, cfg, root, "data")
+    return TabularDataset(encoder.transform(frame, path), meta["cardinalities"])
 
 
 def synthetic(n: int = 2000, seed: int = 0):
@@ -36,11 +48,11 @@ def synthetic(n: int = 2000, seed: int = 0):
                                    stratify=frame["label"])
     encoder = TabularEncoder.fit(train, cfg, "synthetic table")
     cards = encoder.meta["cardinalities"]
-    return _with_token_count((
+    return (
         TabularDataset(encoder.transform(train, "synthetic table"), cards),
         TabularDataset(encoder.transform(test, "synthetic table"), cards),
-        encoder.meta,
-    ))
+        _meta(encoder),
+    )
 
 
 def raw_features(dataset: TabularDataset) -> torch.Tensor:
@@ -53,5 +65,6 @@ plugin = ModalityPlugin(
     load_data=load_data,
     synthetic=synthetic,
     raw_features=raw_features,
+    load_file=load_file,
     components={"feature": FeatureTokenizer},
 )

@@ -735,7 +735,7 @@ class TabularDataset(Dataset):
 
 def load_splits(
     cfg: TabularDataConfig, root: Path | None
-) -> tuple[TabularDataset, TabularDataset, dict]:
+) -> tuple[TabularDataset, TabularDataset, TabularEncoder]:
     """Read the training and test tables, fit the encoder on the training rows, encode both.
 
     Args:
@@ -744,7 +744,7 @@ def load_splits(
         root: data root for relative paths.
 
     Returns:
-        (train, test, meta) with `meta` as in `TabularEncoder.meta`.
+        (train, test, the fitted encoder).
 
     Raises:
         ConfigError: `test_fraction` is not in (0, 1).
@@ -762,7 +762,7 @@ def load_splits(
     return (
         TabularDataset(encoder.transform(train, train_source), cards),
         TabularDataset(encoder.transform(test, test_source), cards),
-        encoder.meta,
+        encoder,
     )
 
 

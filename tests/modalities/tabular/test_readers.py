@@ -55,7 +55,8 @@ def read(path: Path, **overrides) -> pd.DataFrame:
 
 
 def check_adult(cfg: TabularDataConfig) -> None:
-    train, test, meta = load_splits(cfg, None)
+    train, test, encoder = load_splits(cfg, None)
+    meta = encoder.meta
     assert (len(train), len(test)) == (32561, 16281)
     assert meta["num_numeric"] == 6
     assert len(meta["cardinalities"]) == 8
@@ -91,7 +92,8 @@ def test_unknown_builtin_lists_available() -> None:
 
 def test_sklearn_breast_cancer() -> None:
     cfg = TabularDataConfig(path="sklearn:breast_cancer", test_path=None)
-    train, test, meta = load_splits(cfg, None)
+    train, test, encoder = load_splits(cfg, None)
+    meta = encoder.meta
     assert len(train) + len(test) == 569
     assert meta["num_numeric"] == 30 and meta["cardinalities"] == []
     assert meta["class_names"] == ["benign", "malignant"]
@@ -139,16 +141,16 @@ def test_header_forced(tmp_path: Path) -> None:
 
 def test_target_by_name_and_negative_index(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", rows())
-    by_name = load_splits(config(path, target="color"), None)[2]
+    by_name = load_splits(config(path, target="color"), None)[2].meta
     assert by_name["class_names"] == sorted(COLORS)
     assert by_name["feature_names"] == ["age", "score", "label"]
-    by_index = load_splits(config(path, target=-3), None)[2]
+    by_index = load_splits(config(path, target=-3), None)[2].meta
     assert by_index == by_name
 
 
 def test_target_by_position_name_without_header(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", rows(), header=False)
-    assert load_splits(config(path, target="3"), None)[2] == load_splits(config(path), None)[2]
+    assert load_splits(config(path, target="3"), None)[2].meta == load_splits(config(path), None)[2].meta
 
 
 def test_gzip_and_parquet_round_trip(tmp_path: Path) -> None:
@@ -165,7 +167,7 @@ def test_gzip_and_parquet_round_trip(tmp_path: Path) -> None:
 
 def test_categorical_override_by_position(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", rows())
-    meta = load_splits(config(path, categorical=[0, "color"]), None)[2]
+    meta = load_splits(config(path, categorical=[0, "color"]), None)[2].meta
     assert meta["feature_names"] == ["score", "age", "color"]
     assert meta["cardinalities"] == [17, 4]  # 16 training ages (80% of 20) + missing
 

@@ -1,0 +1,77 @@
+"""Small recipes and utilities shared by the training/objective/evaluation tests (no fixtures)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from threadpoolctl import threadpool_limits
+
+from polyjepa.build import Recipe, recipe_from_dict
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Run tiny models on one intra-op thread (import this fixture into a test module).
+
+    On a 2-core machine two OpenMP/BLAS threads spin against each other (and against any other
+    process), making small matmuls ~30x slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):  # numpy/scipy BLAS (sklearn probes) likewise
+        yield
+    torch.set_num_threads(threads)
+
+
+def tiny_recipe(train: dict | None = None, encoder: dict | None = None, **sections: Any) -> dict:
+    """A tiny T-JEPA recipe on the tabular plugin's synthetic table (1600 train / 400 test rows)."""
+    raw: dict[str, Any] = {
+        "modality": "tabular",
+        "synthetic": True,
+        "model": {
+            "tokenizer": {"name": "tabular.feature", "dim": 16},
+            "encoder": {"name": "transformer", "depth": 1, "num_heads": 2, **(encoder or {})},
+            "predictor": {"name": "jepa", "dim": 16, "depth": 1, "num_heads": 2},
+        },
+        "masker": {"name": "random_subsets"},
+        "objective": {"name": "jepa"},
+        "optim": {"lr": 1e-3, "warmup_steps": 0},
+        "train": {"batch_size": 32, "progress": False, "device": "cpu", "max_steps": 4,
+                  "log_every": 1, "checkpoint_every": 1000, "monitor_every": 1000,
+                  **(train or {})},
+    }
+    for key, value in sections.items():
+        raw[key] = value
+    return raw
+
+
+def build(raw: dict, overrides: list[str] = ()) -> Recipe:
+    return recipe_from_dict(copy.deepcopy(raw), "test", list(overrides))
+
+
+def write_recipe(raw: dict, directory: Path, name: str = "recipe.yaml") -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    import json
+
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def assert_state_equal(a: dict, b: dict) -> None:
+    """Bit-for-bit equality of two state dicts (same keys, `torch.equal` tensors)."""
+    assert set(a) == set(b)
+    for key in a:
+        if torch.is_tensor(a[key]):
+            assert torch.equal(a[key], b[key]), f"{key} differs"
+        else:
+            assert a[key] == b[key], f"{key} differs"

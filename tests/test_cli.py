@@ -1,0 +1,240 @@
+"""The `polyjepa` command line: `python -m polyjepa ...` in subprocesses for what only a real process
+shows (exit status, what lands on stdout and stderr, no traceback), `polyjepa.cli.main` in-process
+for the other paths (each subprocess pays several seconds of imports)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from polyjepa.build import load_datasets, load_recipe
+from polyjepa.cli import main
+from polyjepa.config import list_recipes
+from polyjepa.errors import DataError
+from polyjepa.modalities.tabular.readers import synthetic_frame
+from polyjepa.paths import DATA_ROOT_ENV
+from polyjepa.train import pretrain
+
+N_BREAST_CANCER = 569
+PROBES = {"pretrained", "random_init", "raw_features"}
+
+
+def _command(args: tuple) -> list[str]:
+    return [sys.executable, "-m", "polyjepa", *map(str, args)]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != DATA_ROOT_ENV}
+
+
+def polyjepa(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m polyjepa ARGS` and wait for it."""
+    return subprocess.run(_command(args), capture_output=True, text=True, cwd=cwd, env=_env(),
+                          timeout=600)
+
+
+class Background:
+    """Independent `python -m polyjepa` processes started together (each pays seconds of imports)."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, key: str, *args: object, cwd: Path) -> None:
+        self.procs[key] = subprocess.Popen(_command(args), stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True, cwd=cwd, env=_env())
+
+    def result(self, key: str) -> subprocess.CompletedProcess:
+        proc = self.procs[key]
+        out, err = proc.communicate(timeout=600)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def one_line_error(stderr: str, command: str) -> str:
+    """The single `polyjepa COMMAND: error: ...` line of stderr (asserting there is nothing else)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"polyjepa {command}: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory, recipe_writer):
+    """`polyjepa recipes`, `pretrain` with a bad override and `pretrain` of a tiny recipe on
+    scikit-learn's breast-cancer table (5 steps), started at once."""
+    root = tmp_path_factory.mktemp("cli")
+    recipe = recipe_writer(root, {"train": {"max_steps": 5}}, synthetic=False)
+    bg = Background()
+    bg.start("pretrain", "pretrain", recipe, "--out", root / "run", cwd=root)
+    bg.start("recipes", "recipes", cwd=root)
+    bg.start("bad", "pretrain", recipe, "train.max_stepz=5", "--out", root / "bad_run", cwd=root)
+    bg.root, bg.recipe, bg.run = root, recipe, root / "run"  # type: ignore[attr-defined]
+    yield bg
+    bg.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(cli):
+    """(recipe, run dir) of the tiny pretraining run, once it has finished successfully."""
+    proc = cli.result("pretrain")
+    assert proc.returncode == 0, proc.stderr
+    return cli.recipe, cli.run, proc
+
+
+# --- subprocess ------------------------------------------------------------------------------
+
+
+def test_recipes_lists_shipped_recipes(cli):
+    proc = cli.result("recipes")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()]
+    assert [row[0] for row in rows] == list(list_recipes())
+    assert {"t_jepa", "t_jepa_demo"} <= {row[0] for row in rows}
+    assert all(row[1] == "tabular" for row in rows)
+    assert all("arXiv:2410.05016" in " ".join(row) for row in rows)
+
+
+def test_pretrain_bad_override_is_a_one_line_error(cli):
+    proc = cli.result("bad")
+    assert proc.returncode == 2
+    line = one_line_error(proc.stderr, "pretrain")
+    assert "unknown key 'train.max_stepz'" in line and "max_steps" in line
+    assert str(cli.recipe) in line
+    assert proc.stdout == ""
+    assert not (cli.root / "bad_run").exists()
+
+
+def test_pretrain_writes_a_run(trained):
+    _, run, proc = trained
+    assert f"trained encoder: {run / 'encoder.pt'}" in proc.stdout
+    assert f"polyjepa eval {run}" in proc.stdout
+    for name in ("config.yaml", "metrics.jsonl", "encoder.pt", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    assert "Traceback" not in proc.stderr
+
+
+def test_eval_json_prints_one_object_with_three_probes(trained):
+    _, run, _ = trained
+    result = polyjepa("eval", run, "--json", "--device", "cpu", cwd=run.parent)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip().splitlines()) == 1
+    data = json.loads(result.stdout)
+    assert set(data) == {"linear_probe", "knn", "n_train", "n_test"}
+    for probe in ("linear_probe", "knn"):
+        assert set(data[probe]) == PROBES
+        for name, acc in data[probe].items():
+            assert isinstance(acc, float) and 0.0 <= acc <= 1.0, (probe, name, acc)
+    assert (data["n_train"], data["n_test"]) == (455, 114)  # 80/20 split of 569 rows
+    # labels line up with features: raw features separate this table almost perfectly
+    assert data["linear_probe"]["raw_features"] > 0.9
+
+
+def test_embed_writes_one_row_per_example(trained, tmp_path, capsys):
+    _, run, _ = trained
+    out = tmp_path / "emb" / "x.npy"
+    code = main(["embed", str(run), "sklearn:breast_cancer", "--out", str(out), "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    x = np.load(out)
+    assert x.shape == (N_BREAST_CANCER, 16)
+    assert np.isfinite(x).all()
+    assert f"wrote {N_BREAST_CANCER} embeddings of width 16" in capsys.readouterr().out
+    assert not list(out.parent.glob("*.tmp*"))
+
+
+# --- in-process: error paths -----------------------------------------------------------------
+
+
+def test_pretrain_into_an_existing_run_without_resume_errors(trained, capsys):
+    recipe, run, _ = trained
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    assert main(["pretrain", str(recipe), "--out", str(run)]) == 2
+    err = one_line_error(capsys.readouterr().err, "pretrain")
+    assert "already holds a run" in err and "--resume" in err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # untouched
+
+
+def test_resume_without_checkpoint_errors(tmp_path, tiny_recipe, capsys):
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert main(["pretrain", str(tiny_recipe()), "--out", str(out), "--resume"]) == 2
+    err = one_line_error(capsys.readouterr().err, "pretrain")
+    assert "no checkpoint at" in err and str(out / "checkpoints" / "last.pt") in err
+    assert list(out.iterdir()) == []
+
+
+def test_missing_data_file_error_names_the_file(tmp_path, tiny_recipe, capsys):
+    missing = tmp_path / "nowhere" / "table.csv"
+    out = tmp_path / "run"
+    code = main(["pretrain", str(tiny_recipe(synthetic=False)), f"data.path={missing}",
+                 "--out", str(out)])
+    assert code == 2
+    err = one_line_error(capsys.readouterr().err, "pretrain")
+    assert str(missing) in err and "data.path" in err
+    assert not out.exists()
+
+
+def test_relative_data_path_without_data_root_mentions_the_variable(
+        tmp_path, tiny_recipe, capsys, monkeypatch):
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    code = main(["pretrain", str(tiny_recipe(synthetic=False)),
+                 "data.path=tabular/adult/adult-train.csv", "--out", "run"])
+    assert code == 2
+    err = one_line_error(capsys.readouterr().err, "pretrain")
+    assert DATA_ROOT_ENV in err and "tabular/adult/adult-train.csv" in err
+    assert "data_root" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_root_from_the_environment(shared_data, tiny_recipe, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_ROOT_ENV, str(shared_data))
+    recipe = load_recipe(tiny_recipe(synthetic=False), [
+        "data.path=tabular/adult/adult-train.csv", "data.test_path=tabular/adult/adult-test.csv"])
+    train, test, meta = load_datasets(recipe)
+    assert (len(train), len(test)) == (32561, 16281)
+    assert meta["num_numeric"] + len(meta["cardinalities"]) == 14
+    # a missing file under the root names the root it searched
+    recipe = load_recipe(tiny_recipe(synthetic=False), ["data.path=tabular/adult/nope.csv"])
+    with pytest.raises(DataError, match="data root") as info:
+        load_datasets(recipe)
+    assert str(shared_data / "tabular" / "adult" / "nope.csv") in str(info.value)
+
+
+def test_recipe_data_root_wins_over_the_environment(shared_data, tiny_recipe, monkeypatch,
+                                                    tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "elsewhere"))
+    recipe = load_recipe(tiny_recipe(synthetic=False), [
+        f"data_root={shared_data / 'tabular'}", "data.path=adult/adult-test.csv"])
+    train, test, _ = load_datasets(recipe)
+    assert len(train) + len(test) == 16281
+
+
+def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "no_run")]) == 2
+    err = one_line_error(capsys.readouterr().err, "eval")
+    assert str(tmp_path / "no_run") in err
+
+
+def test_embed_of_a_synthetic_run_reads_the_given_data(tmp_path, tiny_recipe, capsys):
+    run = pretrain(tiny_recipe(), [], tmp_path / "run")
+    table = tmp_path / "rows.csv"
+    synthetic_frame(200, seed=7).to_csv(table, index=False)  # same columns as the training table
+    out = tmp_path / "x.npy"
+    main(["embed", str(run), str(table), "--out", str(out), "--device", "cpu"])
+    assert np.load(out).shape[0] == 200  # not the 1600-row synthetic training split

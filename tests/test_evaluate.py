@@ -1,0 +1,222 @@
+"""Frozen-encoder evaluation: probes, pooling, `evaluate_run`, and `load_encoder`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from _helpers import build, single_thread, tiny_recipe, write_recipe  # noqa: F401
+
+from polyjepa import evaluate as E
+from polyjepa.build import build_backbone, load_datasets
+from polyjepa.checkpoint import load_file
+from polyjepa.data import eval_collate
+from polyjepa.encoders import Backbone, TransformerEncoder
+from polyjepa.errors import CheckpointError
+from polyjepa.evaluate import evaluate_run, format_table, knn_probe, linear_probe
+from polyjepa.hub import load_encoder
+from polyjepa.modalities.tabular.tokenizer import FeatureTokenizer
+from polyjepa.pooling import POOLINGS, pool, pooled_dim
+from polyjepa.train import CHECKPOINT, pretrain
+
+# ------------------------------------------------------------------------------ probes
+
+
+def blobs(n: int, separation: float, seed: int, shuffle_labels: bool = False):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 8)) + separation * y[:, None] * (np.arange(8) < 2)
+    if shuffle_labels:
+        y = rng.permutation(y)
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("probe", [linear_probe, knn_probe])
+def test_probe_separable_vs_shuffled(probe):
+    x_tr, y_tr = blobs(400, 6.0, seed=0)
+    x_te, y_te = blobs(400, 6.0, seed=1)
+    assert probe(x_tr, y_tr, x_te, y_te) > 0.97
+    xs_tr, ys_tr = blobs(400, 6.0, seed=0, shuffle_labels=True)
+    xs_te, ys_te = blobs(400, 6.0, seed=1, shuffle_labels=True)
+    assert 0.38 < probe(xs_tr, ys_tr, xs_te, ys_te) < 0.62
+
+
+def test_knn_probe_with_k_larger_than_train_set():
+    x, y = blobs(12, 6.0, seed=0)
+    assert knn_probe(x, y, x, y, k=50) == 1.0  # distance-weighted: each point is its own vote
+
+
+def test_probes_are_deterministic():
+    x_tr, y_tr = blobs(200, 1.0, seed=0)
+    x_te, y_te = blobs(200, 1.0, seed=1)
+    assert linear_probe(x_tr, y_tr, x_te, y_te) == linear_probe(x_tr, y_tr, x_te, y_te)
+
+
+# ------------------------------------------------------------------------------ pooling
+
+
+def _backbone(reg_tokens: int) -> Backbone:
+    return Backbone(FeatureTokenizer(3, [4, 2], dim=8),
+                    TransformerEncoder(8, depth=1, num_heads=2, reg_tokens=reg_tokens)).eval()
+
+
+@pytest.mark.parametrize(
+    "mode,reg_tokens",
+    # prefix without registers: test_prefix_pooling_without_registers_*
+    [(m, r) for m in POOLINGS for r in (0, 2) if (m, r) != ("prefix", 0)],
+)
+def test_pool_shapes_agree_with_pooled_dim(mode, reg_tokens):
+    backbone = _backbone(reg_tokens)
+    x = {"num": torch.randn(5, 3), "cat": torch.randint(0, 2, (5, 2))}
+    h = backbone(x)
+    assert h.shape == (5, reg_tokens + 5, 8)
+    out = pool(h, mode, reg_tokens)
+    expected = {"mean": 8, "flatten": (reg_tokens + 5) * 8, "prefix": reg_tokens * 8,
+                "mean_max": 16}[mode]
+    assert out.shape == (5, expected)
+    assert pooled_dim(backbone, mode, {"num_tokens": 5}) == expected
+
+
+def test_pool_values():
+    h = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)  # R=1 register + N=3
+    torch.testing.assert_close(pool(h, "mean", 1), h.mean(1))
+    assert torch.equal(pool(h, "flatten", 1), h.reshape(2, 12))
+    assert torch.equal(pool(h, "prefix", 1), h[:, 0])
+    body = h[:, 1:]
+    assert torch.equal(pool(h, "mean_max", 1), torch.cat([body.mean(1), body.amax(1)], 1))
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        pool(h, "max")
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        pooled_dim(_backbone(0), "max", {"num_tokens": 5})
+
+
+def test_prefix_pooling_without_registers_raises():
+    with pytest.raises(ValueError, match="reg_tokens > 0"):
+        pool(torch.randn(2, 5, 8), "prefix", 0)
+
+
+def test_prefix_pooling_without_registers_pooled_dim_raises_too():
+    with pytest.raises(ValueError, match="reg_tokens"):
+        pooled_dim(_backbone(0), "prefix", {"num_tokens": 5})
+
+
+# ------------------------------------------------------------------------------ evaluate_run
+
+DATASETS = {
+    "synthetic": dict(synthetic=True, encoder={"reg_tokens": 1}, eval={"pooling": "flatten"}),
+    "breast_cancer": dict(synthetic=False, encoder={},
+                          data={"path": "sklearn:breast_cancer", "test_path": None},
+                          eval={"pooling": "mean"}),
+}
+
+
+_RUNS: dict = {}
+
+
+def _trained(name: str, tmp_path_factory):
+    """A 3-step run on dataset `name`, trained once per session."""
+    if name not in _RUNS:
+        spec = dict(DATASETS[name])
+        encoder = spec.pop("encoder")
+        raw = tiny_recipe(train={"max_steps": 3}, encoder=encoder, **spec)
+        directory = tmp_path_factory.mktemp(name)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the function-scoped `single_thread` is not active yet
+        try:
+            with warnings.catch_warnings():  # see test_fresh_encoder_is_not_flagged_as_collapsing
+                warnings.filterwarnings("ignore", message=".*may be collapsing")
+                _RUNS[name] = pretrain(write_recipe(raw, directory), [], directory / "run")
+        finally:
+            torch.set_num_threads(threads)
+    return _RUNS[name]
+
+
+@pytest.fixture(scope="module", params=list(DATASETS))
+def trained_run(request, tmp_path_factory):
+    return _trained(request.param, tmp_path_factory)
+
+
+def test_evaluate_run_contract(trained_run, monkeypatch):
+    embedded = []
+    real_embed = E.embed
+
+    def embed(backbone, *args, **kwargs):
+        out = real_embed(backbone, *args, **kwargs)
+        embedded.append((backbone, out))
+        return out
+
+    monkeypatch.setattr(E, "embed", embed)
+    result = evaluate_run(trained_run, device="cpu")
+    assert set(result) == {"linear_probe", "knn", "n_train", "n_test"}
+    for probe in ("linear_probe", "knn"):
+        assert set(result[probe]) == set(E.ENCODERS)
+        assert all(0.0 <= v <= 1.0 for v in result[probe].values())
+    train, test, _ = load_datasets(E.recipe_from_dict(
+        E.read_run_config(trained_run), "run"))
+    assert result["n_train"] == len(train) and result["n_test"] == len(test)
+    # the raw-feature baseline is far above chance on these datasets
+    assert result["linear_probe"]["raw_features"] > 0.6
+    json.loads(E.dumps(result))
+    table = format_table(result)
+    assert "pretrained" in table and f"n_train={len(train)}" in table
+
+    # pretrained (train, test) then random_init (train, test), in eval mode
+    assert len(embedded) == 4
+    (pre, (pre_x, pre_y)), _, (rnd, (rnd_x, rnd_y)), _ = embedded
+    assert not pre.training and not rnd.training
+    assert pre_x.shape == rnd_x.shape and len(pre_x) == len(train)
+    assert np.array_equal(pre_y, rnd_y)
+    assert not np.allclose(pre_x, rnd_x, atol=1e-3), "random-init baseline equals pretrained"
+
+
+def test_load_encoder_is_the_ema_target(trained_run):
+    encoder = load_encoder(trained_run)
+    assert not encoder.training and all(not m.training for m in encoder.modules())
+    assert load_encoder(trained_run / "encoder.pt").state_dict().keys() == encoder.state_dict().keys()
+
+    state = load_file(trained_run / CHECKPOINT)
+    recipe = E.recipe_from_dict(state["config"], "ckpt")
+    targets = {k[len("target."):]: v for k, v in state["objective"].items()
+               if k.startswith("target.")}
+    online = {k[len("online."):]: v for k, v in state["objective"].items()
+              if k.startswith("online.")}
+    assert any(not torch.equal(targets[k], online[k]) for k in targets)  # EMA lags the online net
+    reference = build_backbone(recipe, state["meta"])
+    reference.load_state_dict(targets)
+    reference.eval()
+
+    train = load_datasets(recipe)[0]
+    batch = eval_collate([train[i] for i in range(64)])
+    with torch.no_grad():
+        out = encoder(batch.x)
+        assert torch.equal(out, reference(batch.x))
+        assert out.shape == (64, encoder.num_prefix_tokens + state["meta"]["num_tokens"], 16)
+        reference.load_state_dict(online)
+        assert not torch.equal(out, reference(batch.x))
+
+
+def test_load_encoder_rejects_other_files(tmp_path, trained_run):
+    bad = tmp_path / "encoder.pt"
+    torch.save({"format": "something-else/9", "state_dict": {}}, bad)
+    with pytest.raises(CheckpointError, match="not a polyjepa encoder export"):
+        load_encoder(bad)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_encoder(tmp_path / "missing")
+    # the training checkpoint is not an encoder export either
+    with pytest.raises(CheckpointError, match="not a polyjepa encoder export"):
+        load_encoder(trained_run / CHECKPOINT)
+
+
+def test_evaluate_run_on_another_file(tmp_path_factory):
+    run = _trained("breast_cancer", tmp_path_factory)
+    result = evaluate_run(run, data_path="sklearn:breast_cancer", device="cpu")
+    assert result["n_train"] + result["n_test"] == 569
+    assert result["n_test"] == 114  # test_fraction 0.2, rounded up
+    for probe in ("linear_probe", "knn"):
+        assert all(0.0 <= v <= 1.0 for v in result[probe].values())
+    assert result["linear_probe"]["raw_features"] > 0.9
+    half = evaluate_run(run, data_path="sklearn:breast_cancer", device="cpu", test_fraction=0.5)
+    assert half["n_test"] == 285
