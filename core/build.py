@@ -124,9 +124,12 @@ def build_objective(recipe: Recipe, meta: dict) -> nn.Module:
             raise ConfigError(
                 f"{recipe.source}: model: the byol objective needs a projector and a predictor"
             )
-        pooling = cfg.objective.get("pooling", "mean")
+        try:
+            in_dim = pooled_dim(backbone, cfg.objective.get("pooling", "mean"), meta)
+        except ValueError as exc:
+            raise ConfigError(f"{recipe.source}: objective.pooling: {exc}") from None
         projector = call_factory(cfg.model.projector, "predictor", "model.projector", recipe,
-                                 {**meta, "in_dim": pooled_dim(backbone, pooling, meta)})
+                                 {**meta, "in_dim": in_dim})
         context["projector"] = projector
         context["predictor"] = call_factory(
             cfg.model.predictor, "predictor", "model.predictor", recipe,

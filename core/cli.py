@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -42,10 +43,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from polyjepa.evaluate import dumps, evaluate_run, format_table
+    from polyjepa.evaluate import evaluate_run, format_table
 
     result = evaluate_run(args.run_dir, data_path=args.data, device=args.device)
-    print(dumps(result) if args.json else format_table(result))
+    print(json.dumps(result) if args.json else format_table(result))
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:

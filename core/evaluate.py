@@ -6,7 +6,6 @@ architecture's inductive bias) and a probe on the raw features (what it adds ove
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +134,3 @@ def format_table(result: dict) -> str:
     lines.append(f"(n_train={result['n_train']}, n_test={result['n_test']})")
     return "\n".join(lines)
 
-
-def dumps(result: dict) -> str:
-    return json.dumps(result)

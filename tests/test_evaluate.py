@@ -159,7 +159,7 @@ def test_evaluate_run_contract(trained_run, monkeypatch):
     assert result["n_train"] == len(train) and result["n_test"] == len(test)
     # the raw-feature baseline is far above chance on these datasets
     assert result["linear_probe"]["raw_features"] > 0.6
-    json.loads(E.dumps(result))
+    json.loads(json.dumps(result))  # plain JSON-serialisable values
     table = format_table(result)
     assert "pretrained" in table and f"n_train={len(train)}" in table
 

@@ -210,13 +210,15 @@ def test_unseen_test_category_maps_to_zero(tmp_path: Path) -> None:
     test_rows[1][1] = "purple"
     test_rows[2][1] = "?"
     train = write(tmp_path / "train.csv", rows())
-    _, test_set, meta = load_splits(config(train, write(tmp_path / "test.csv", test_rows)), None)
+    _, test_set, encoder = load_splits(config(train, write(tmp_path / "test.csv", test_rows)), None)
+    meta = encoder.meta
     assert meta["cardinalities"] == [4]
     assert test_set.tensors.cat[:, 0].tolist() == [3, 0, 0, 3]  # blue=1, green=2, red=3
 
 
 def test_raw_features_and_items(tmp_path: Path) -> None:
-    train_set, _, meta = load_splits(config(write(tmp_path / "t.csv", rows())), None)
+    train_set, _, encoder = load_splits(config(write(tmp_path / "t.csv", rows())), None)
+    meta = encoder.meta
     raw = train_set.raw_features()
     assert raw.shape == (len(train_set), 2 + 3)
     assert torch.equal(raw[:, 2:].sum(1), torch.ones(len(train_set)))

@@ -1,0 +1,21 @@
+"""The demo recipes end to end on their real data (slow: minutes each; `pytest -m slow`).
+
+The default suite covers the same code with tiny models (tests/test_cli.py, test_training.py);
+these check the claim each data card makes: pretraining beats a random-init encoder.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from polyjepa.evaluate import evaluate_run
+from polyjepa.train import pretrain
+
+
+@pytest.mark.slow
+def test_t_jepa_demo_beats_random_init_on_adult(tmp_path):
+    run = pretrain("t_jepa_demo", ["train.progress=false"], tmp_path / "adult")
+    result = evaluate_run(run, device="cpu")
+    assert (result["n_train"], result["n_test"]) == (32561, 16281)
+    for probe in ("linear_probe", "knn"):
+        assert result[probe]["pretrained"] > result[probe]["random_init"], result
