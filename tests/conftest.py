@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from polyjepa.config import deep_merge
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 
@@ -46,23 +48,12 @@ def tiny_recipe_dict(synthetic: bool = True) -> dict[str, Any]:
     return recipe
 
 
-def merge(base: dict, update: dict) -> dict:
-    """`update` laid over `base`, mappings merged key by key (a value of None is kept as None)."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def write_recipe(directory: Path, overrides: dict | None = None, *, synthetic: bool = True,
                  name: str = "tiny.yaml") -> Path:
     """Write the tiny recipe (with nested `overrides` merged in) to `directory/name`."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    path.write_text(yaml.safe_dump(merge(tiny_recipe_dict(synthetic), overrides or {}),
+    path.write_text(yaml.safe_dump(deep_merge(tiny_recipe_dict(synthetic), overrides or {}),
                                    sort_keys=False))
     return path
 
