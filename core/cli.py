@@ -37,9 +37,29 @@ def _cmd_recipes(args: argparse.Namespace) -> None:
 def _cmd_pretrain(args: argparse.Namespace) -> None:
     from polyjepa.train import pretrain
 
+    if args.nproc > 1 and "RANK" not in os.environ:
+        sys.exit(_launch_torchrun(args.nproc))
     run_dir = pretrain(args.recipe, args.overrides, args.out, resume=args.resume)
-    print(f"trained encoder: {run_dir / 'encoder.pt'}")
-    print(f"evaluate it with: polyjepa eval {run_dir}")
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    if (run_dir / "encoder.pt").exists():
+        print(f"trained encoder: {run_dir / 'encoder.pt'}")
+        print(f"evaluate it with: polyjepa eval {run_dir}")
+    else:
+        print(f"stopped; checkpoint saved in {run_dir / 'checkpoints'}. Resume with: "
+              f"polyjepa pretrain {args.recipe} {' '.join(args.overrides)} --out {run_dir} --resume")
+
+
+def _launch_torchrun(nproc: int) -> int:
+    """Re-run this command under torchrun with `nproc` processes on this node."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    i = argv.index("--nproc")
+    argv = argv[:i] + argv[i + 2:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "polyjepa", *argv]
+    return subprocess.call(cmd)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -83,6 +103,8 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe")
     pre.add_argument("--out", required=True, help="run directory")
     pre.add_argument("--resume", action="store_true", help="continue the run in --out")
+    pre.add_argument("--nproc", type=int, default=1,
+                     help="processes on this machine (launches torchrun; DDP, gloo on CPU)")
     pre.set_defaults(fn=_cmd_pretrain)
     ev = sub.add_parser("eval", help="linear probe + kNN vs random-init and raw-feature baselines")
     ev.add_argument("run_dir")

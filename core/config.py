@@ -70,6 +70,9 @@ class TrainConfig:
     monitor_every: int = 100  # steps between collapse monitors (embedding std, RankMe)
     collapse_std: float = 0.01  # warn when the mean per-dimension std of target embeddings falls below
     collapse_rank: float = 0.05  # warn when RankMe / embedding width falls below
+    auto_resume: bool = True  # an --out holding a checkpoint of the same recipe resumes from it
+    skip_nonfinite: bool = False  # skip (not stop at) steps with a NaN/inf loss or gradient
+    sync_batchnorm: bool = False  # under DDP, BatchNorm statistics over the global batch
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` extra)
 

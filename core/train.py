@@ -7,10 +7,13 @@ optimizer step, gradient accumulation and clipping, `torch.autocast`, a tqdm bar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import shutil
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -35,9 +39,10 @@ from polyjepa.build import (
 )
 from polyjepa.checkpoint import load_file, load_state, save_atomic
 from polyjepa.data import Collate, SeededBatchSampler, SeededDataset
+from polyjepa.distributed import any_rank, gather_objects, init_distributed
 from polyjepa.ema import momentum_at
 from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
-from polyjepa.hub import export_encoder
+from polyjepa.hub import ENCODER_FILE, export_encoder
 from polyjepa.monitors import normalized_std, rankme
 from polyjepa.schedules import cosine, warmup_cosine
 
@@ -139,14 +144,22 @@ class Trainer:
         self.recipe = recipe
         self.cfg = cfg = recipe.cfg
         self.run_dir = run_dir
-        self.device = resolve_device(cfg.train.device)
+        self.dist, self.device = init_distributed(resolve_device(cfg.train.device))
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
-        seed_everything(cfg.train.seed)
+        seed_everything(cfg.train.seed)  # the same initial weights on every rank
         train_set, _, self.meta = load_datasets(recipe)
         self.objective = build_objective(recipe, self.meta).to(self.device)
+        if self.dist.enabled and cfg.train.sync_batchnorm:
+            self.objective = nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
+        self.model: nn.Module = self.objective
+        if self.dist.enabled:
+            self.model = DistributedDataParallel(
+                self.objective, device_ids=[self.device] if self.device.type == "cuda" else None)
+            seed_everything(cfg.train.seed + self.dist.rank)  # distinct dropout streams per rank
         self.collate = Collate(build_masker(recipe, self.meta), build_augmentations(recipe, self.meta))
         try:
-            self.sampler = SeededBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed)
+            self.sampler = SeededBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed,
+                                              self.dist.rank, self.dist.world_size)
         except ValueError as exc:
             raise ConfigError(f"{recipe.source}: {exc}") from None
         self.loader = DataLoader(
@@ -162,15 +175,19 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
+        self.skipped = 0  # non-finite steps skipped (train.skip_nonfinite)
+        self.stop_requested = False  # set by SIGTERM / SIGINT
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs; collective under DDP (RNG states of every rank)."""
         return {
             "step": self.step,
+            "skipped": self.skipped,
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": gather_objects(rng_state()),  # one per rank
             "config": C.to_dict(self.cfg),
             "meta": self.meta,
         }
@@ -181,13 +198,18 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
-            set_rng_state(state["rng"])
+            self.skipped = int(state.get("skipped", 0))
+            rngs = state["rng"]  # a run resumed on more ranks than it saved reuses states cyclically
+            set_rng_state(rngs[self.dist.rank % len(rngs)])
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{path}: incomplete checkpoint ({exc!r})") from None
 
     def save(self) -> Path:
+        """Checkpoint (collective under DDP; only rank 0 writes)."""
         path = self.run_dir / CHECKPOINT
-        save_atomic(self.state_dict(), path)
+        state = self.state_dict()
+        if self.dist.is_main:
+            save_atomic(state, path)
         return path
 
     # -- schedules -----------------------------------------------------------------------------
@@ -226,33 +248,43 @@ class Trainer:
         sched = self._set_schedules()
         logs_sum: dict[str, torch.Tensor] = {}
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(cfg.train.accumulate):
+        for micro in range(cfg.train.accumulate):
             batch = next(batches).to(self.device)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                enabled=self.amp_dtype is not None):
-                loss, logs = self.objective(batch)
-            self.scaler.scale(loss / cfg.train.accumulate).backward()
+            last = micro == cfg.train.accumulate - 1
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync()
+            with sync, torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                      enabled=self.amp_dtype is not None):
+                loss, logs = self.model(batch)
+                self.scaler.scale(loss / cfg.train.accumulate).backward()
             loss_sum += loss.detach() / cfg.train.accumulate
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0) + v / cfg.train.accumulate
-        if not torch.isfinite(loss_sum):
-            raise self._nonfinite("loss")
         self.scaler.unscale_(self.optimizer)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if cfg.optim.grad_clip_value is not None:
             torch.nn.utils.clip_grad_value_(params, cfg.optim.grad_clip_value)
         max_norm = cfg.optim.grad_clip_norm if cfg.optim.grad_clip_norm is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if not torch.isfinite(grad_norm) and self.amp_dtype != torch.float16:
-            raise self._nonfinite("gradient")
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        # gradients are all-reduced, so every rank sees the same verdict on them
+        bad = None if torch.isfinite(loss_sum) else "loss"
+        if bad is None and not torch.isfinite(grad_norm) and self.amp_dtype != torch.float16:
+            bad = "gradient"
+        if bad is not None and not cfg.train.skip_nonfinite:
+            raise self._nonfinite(bad)
+        if bad is None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.skipped += 1
+            warnings.warn(f"step {self.step + 1}: non-finite {bad}, step skipped "
+                          f"({self.skipped} so far; train.skip_nonfinite=true)", stacklevel=2)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         momentum = momentum_at(self.step, cfg.train.max_steps, cfg.ema.start, cfg.ema.end,
                                cfg.ema.schedule)
         self.objective.update_target(momentum)
-        return {"loss": loss_sum, "grad_norm": grad_norm, "momentum": momentum, **sched, **logs_sum}
+        return {"loss": loss_sum, "grad_norm": grad_norm, "momentum": momentum,
+                "skipped_steps": self.skipped, **sched, **logs_sum}
 
     def _monitor(self) -> dict[str, float]:
         z = getattr(self.objective, "monitor_embeddings", None)
@@ -266,19 +298,30 @@ class Trainer:
                 f"RankMe {rank:.1f} of {z.shape[1]} dims)", stacklevel=2)
         return {"embed_std": std, "rankme": rank}
 
-    def fit(self) -> Path:
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+
+    def fit(self) -> bool:
+        """Train to `train.max_steps`; returns False when stopped early by SIGTERM/SIGINT (after
+        checkpointing at the step boundary), True when finished (the encoder is exported)."""
         cfg = self.cfg.train
-        metrics_path = self.run_dir / "metrics.jsonl"
-        writer = _tensorboard(self.run_dir) if cfg.tensorboard else None
-        self.objective.train()
+        main = self.dist.is_main
+        if self.step >= cfg.max_steps and (self.run_dir / ENCODER_FILE).exists():
+            return True  # a finished run, restarted: nothing to do
+        writer = _tensorboard(self.run_dir) if cfg.tensorboard and main else None
+        metrics = (self.run_dir / "metrics.jsonl").open("a") if main else None
+        handlers = {sig: signal.signal(sig, self._request_stop)
+                    for sig in (signal.SIGTERM, signal.SIGINT)
+                    if threading.current_thread() is threading.main_thread()}
+        self.model.train()
         batches = self._batches()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress,
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main),
                    desc="pretrain", unit="step", dynamic_ncols=True)
         t0, samples = time.perf_counter(), 0
-        with metrics_path.open("a") as metrics:
+        try:
             while self.step < cfg.max_steps:
                 row = self._train_step(batches)
-                samples += cfg.batch_size * cfg.accumulate
+                samples += cfg.batch_size * cfg.accumulate * self.dist.world_size
                 bar.update(1)
                 if self.step % cfg.monitor_every == 0 or self.step == cfg.max_steps:
                     row.update(self._monitor())
@@ -286,20 +329,31 @@ class Trainer:
                     elapsed = time.perf_counter() - t0
                     row = {k: float(v) for k, v in row.items()}
                     row.update(step=self.step, samples_per_s=samples / max(elapsed, 1e-9))
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
+                    if metrics is not None:
+                        metrics.write(json.dumps(row) + "\n")
+                        metrics.flush()
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
                     if writer is not None:
                         for k, v in row.items():
                             writer.add_scalar(k, v, self.step)
                     t0, samples = time.perf_counter(), 0
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                stop = any_rank(self.stop_requested, self.device)
+                if stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save()
-        bar.close()
-        if writer is not None:
-            writer.close()
-        return export_encoder(self.objective.export_backbone(), C.to_dict(self.cfg), self.meta,
-                              self.run_dir)
+                if stop:
+                    return False
+        finally:
+            bar.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            if metrics is not None:
+                metrics.close()
+            if writer is not None:
+                writer.close()
+        if main:
+            export_encoder(self.objective.export_backbone(), C.to_dict(self.cfg), self.meta,
+                           self.run_dir)
+        return True
 
 
 def _tensorboard(run_dir: Path):
@@ -322,17 +376,29 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two plain config trees differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
              resume: bool = False) -> Path:
     """Pretrain `recipe` into `out_dir`; returns the run directory.
 
     With `resume`, the run continues from `out_dir/checkpoints/last.pt` with the run's saved
-    config (command-line overrides still apply, e.g. a larger `train.max_steps`). Nothing is
-    written until the recipe, data and model have been built, so a bad input leaves no run
-    directory behind.
+    config (command-line overrides still apply, e.g. a larger `train.max_steps`). Without it, an
+    `out_dir` that already holds a checkpoint of the same resolved recipe is resumed when
+    `train.auto_resume` is true (a restarted job, e.g. under `torchrun --max-restarts`); one of a
+    different recipe is an error. Nothing is written until the recipe, data and model have been
+    built, so a bad input leaves no run directory behind. A run stopped by SIGTERM/SIGINT saves
+    a checkpoint and returns without `encoder.pt`.
     """
     run_dir = Path(out_dir)
     ckpt_path = run_dir / CHECKPOINT
+    state = None
     if resume:
         if not ckpt_path.is_file():
             raise CheckpointError(
@@ -340,25 +406,36 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
         state = load_file(ckpt_path)
         built = recipe_from_dict(state["config"], str(ckpt_path), overrides)
     else:
-        if ckpt_path.exists() or (run_dir / "encoder.pt").exists():
-            raise ConfigError(
-                f"--out {run_dir} already holds a run; pass --resume to continue it or choose "
-                "another --out")
         built = load_recipe(recipe, overrides)
+        if ckpt_path.exists():
+            state = load_file(ckpt_path)
+            changed = _differences(state["config"], C.to_dict(built.cfg))
+            if changed or not built.cfg.train.auto_resume:
+                why = f" of a different recipe (differs in {', '.join(changed[:8])})" if changed else ""
+                raise ConfigError(
+                    f"--out {run_dir} already holds a run{why}; pass --resume to continue it "
+                    "or choose another --out")
+        elif (run_dir / "encoder.pt").exists():
+            raise ConfigError(f"--out {run_dir} already holds a finished run; choose another --out")
     trainer = Trainer(built, run_dir)
+    main = trainer.dist.is_main
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if state is not None:
         trainer.load_state_dict(state, ckpt_path)
-        _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
-    else:
+        if main:
+            _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+    elif main:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    (run_dir / "config.yaml").write_text(
-        f"# resolved from {built.source}\n" + yaml.safe_dump(C.to_dict(built.cfg), sort_keys=False))
+    if main:
+        (run_dir / "config.yaml").write_text(
+            f"# resolved from {built.source}\n"
+            + yaml.safe_dump(C.to_dict(built.cfg), sort_keys=False))
     try:
         trainer.fit()
     except BaseException:
-        if created and not ckpt_path.exists():
+        if main and created and not ckpt_path.exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping or resuming
         raise
     return run_dir

@@ -158,13 +158,24 @@ def test_embed_writes_one_row_per_example(trained, tmp_path, capsys):
 # --- in-process: error paths -----------------------------------------------------------------
 
 
-def test_pretrain_into_an_existing_run_without_resume_errors(trained, capsys):
+def test_pretrain_into_a_run_of_another_recipe_errors(trained, capsys):
     recipe, run, _ = trained
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
-    assert main(["pretrain", str(recipe), "--out", str(run)]) == 2
+    assert main(["pretrain", str(recipe), "train.seed=5", "--out", str(run)]) == 2
     err = one_line_error(capsys.readouterr().err, "pretrain")
-    assert "already holds a run" in err and "--resume" in err
+    assert "already holds a run of a different recipe" in err and "train.seed" in err
+    assert "--resume" in err
+    assert main(["pretrain", str(recipe), "train.auto_resume=false", "--out", str(run)]) == 2
+    assert "already holds a run" in one_line_error(capsys.readouterr().err, "pretrain")
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # untouched
+
+
+def test_pretrain_of_the_same_recipe_auto_resumes_a_finished_run(trained, capsys):
+    recipe, run, _ = trained
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*.pt")}
+    assert main(["pretrain", str(recipe), "--out", str(run)]) == 0
+    assert "trained encoder" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*.pt")} == before  # nothing retrained
 
 
 def test_resume_without_checkpoint_errors(tmp_path, tiny_recipe, capsys):

@@ -77,9 +77,9 @@ def check_resume_matches_uninterrupted(tmp_path, monkeypatch, train: dict, encod
     assert steps == list(range(1, 2 * K + 1)), "metrics.jsonl has missing or duplicated steps"
     losses_full = [r["loss"] for r in read_metrics(full)]
     assert [r["loss"] for r in read_metrics(part)] == losses_full
-    # an existing run is never overwritten without --resume
-    with pytest.raises(ConfigError, match="already holds a run"):
-        pretrain(recipe, [], part)
+    # an existing run is never overwritten: another recipe is refused, the same one resumes
+    with pytest.raises(ConfigError, match="already holds a run of a different recipe"):
+        pretrain(recipe, ["train.seed=1"], part)
 
 
 @pytest.mark.parametrize(
