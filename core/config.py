@@ -72,7 +72,7 @@ class TrainConfig:
     collapse_rank: float = 0.05  # warn when RankMe / embedding width falls below
     auto_resume: bool = True  # an --out holding a checkpoint of the same recipe resumes from it
     skip_nonfinite: bool = False  # skip (not stop at) steps with a NaN/inf loss or gradient
-    sync_batchnorm: bool = False  # under DDP, BatchNorm statistics over the global batch
+    sync_batchnorm: bool = True  # under DDP, BatchNorm statistics over the global batch (BYOL)
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` extra)
 

@@ -12,7 +12,9 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,36 @@ def all_gather_with_grad(z: Tensor) -> Tensor:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return z
-    from torch.distributed.nn.functional import all_gather
+    return _AllGather.apply(z)
 
-    return torch.cat(all_gather(z), dim=0)
+
+_stats_group = None
+
+
+def _statistics_group():
+    """A process group of its own for batch-statistic collectives: their backward runs while DDP
+    all-reduces gradient buckets, and two streams of collectives on one group can interleave
+    differently on different ranks (measured: wrong gradients)."""
+    global _stats_group
+    if _stats_group is None:
+        _stats_group = dist.new_group()
+    return _stats_group
+
+
+class _AllGather(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient and returns this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        parts = [torch.empty_like(z) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, z.contiguous(), group=_statistics_group())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)  # never reduce autograd's buffer
+        dist.all_reduce(grad, group=_statistics_group())
+        return grad.chunk(dist.get_world_size(), dim=0)[dist.get_rank()]
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
@@ -82,3 +111,62 @@ def gather_objects(obj: object) -> list[object]:
     out: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+class GlobalBatchNorm(_BatchNorm):
+    """BatchNorm whose training statistics span the global batch of all DDP ranks.
+
+    Works on CPU (gloo) and CUDA alike, unlike `nn.SyncBatchNorm` (CUDA only). Outside DDP, or in
+    eval mode, it is plain BatchNorm. Gradients flow through the gathered statistics back to each
+    rank's inputs, so one DDP step equals one single-process step on the concatenated batch.
+    """
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"GlobalBatchNorm expects [B, C, ...] input, got shape {tuple(x.shape)}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or not (dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        everyone = all_gather_with_grad(x)  # [W * B, C, ...]
+        mean = everyone.mean(dims)
+        var = everyone.var(dims, unbiased=False)
+        if self.track_running_stats:
+            n = everyone.numel() // x.shape[1]
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), m)
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def convert_global_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm in `module` by a `GlobalBatchNorm` holding the same state."""
+    if isinstance(module, _BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        return new.to(next(iter(module.state_dict().values())).device)
+    for name, child in module.named_children():
+        setattr(module, name, convert_global_batchnorm(child))
+    return module
+
+
+def wrap_ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """`DistributedDataParallel(module)` for this rank's device.
+
+    With `GlobalBatchNorm` layers (collectives inside backward), DDP's reducer must search the
+    graph for ready parameters (`find_unused_parameters=True`): without it the gradients of a
+    BYOL step were measured to stay un-reduced on each rank, silently.
+    """
+    has_global_bn = any(isinstance(m, GlobalBatchNorm) for m in module.modules())
+    return DistributedDataParallel(
+        module, device_ids=[device] if device.type == "cuda" else None,
+        find_unused_parameters=has_global_bn)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polyjepa.distributed import all_gather_with_grad
 from polyjepa.registry import register
 
 
@@ -36,16 +37,19 @@ class VarianceCovariance(nn.Module):
         std_weight: weight of the hinge on per-dimension std.
         cov_weight: weight of the off-diagonal covariance penalty.
         gamma: target std per dimension.
+        gather_distributed: under DDP, compute the statistics over the global batch.
     """
 
-    def __init__(self, std_weight: float = 1.0, cov_weight: float = 0.04, gamma: float = 1.0):
+    def __init__(self, std_weight: float = 1.0, cov_weight: float = 0.04, gamma: float = 1.0,
+                 gather_distributed: bool = True):
         super().__init__()
         if std_weight < 0 or cov_weight < 0:
             raise ValueError("vcreg: std_weight and cov_weight must be >= 0")
         self.std_weight, self.cov_weight, self.gamma = std_weight, cov_weight, gamma
+        self.gather_distributed = gather_distributed
 
     def forward(self, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        z = z.float()
+        z = all_gather_with_grad(z.float()) if self.gather_distributed else z.float()
         var, cov = variance_loss(z, self.gamma), covariance_loss(z)
         loss = self.std_weight * var + self.cov_weight * cov
         return loss, {"vcreg_std": var.detach(), "vcreg_cov": cov.detach()}

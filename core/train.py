@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -39,7 +38,13 @@ from polyjepa.build import (
 )
 from polyjepa.checkpoint import load_file, load_state, save_atomic
 from polyjepa.data import Collate, SeededBatchSampler, SeededDataset
-from polyjepa.distributed import any_rank, gather_objects, init_distributed
+from polyjepa.distributed import (
+    any_rank,
+    convert_global_batchnorm,
+    gather_objects,
+    init_distributed,
+    wrap_ddp,
+)
 from polyjepa.ema import momentum_at
 from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
 from polyjepa.hub import ENCODER_FILE, export_encoder
@@ -102,29 +107,31 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states as plain lists and ints (safe to pickle across
+    ranks and to load with `weights_only=True`)."""
     numpy_state = np.random.get_state(legacy=False)
-    numpy_state["state"] = {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
+    numpy_state["state"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                             for k, v in numpy_state["state"].items()}
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": numpy_state,
-        "torch": torch.get_rng_state(),
+        "torch": torch.get_rng_state().tolist(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    numpy_state = state["numpy"]
-    numpy_state["state"] = {k: (v.numpy() if torch.is_tensor(v) else v)
+    numpy_state = dict(state["numpy"])
+    numpy_state["state"] = {k: (np.asarray(v, dtype=np.uint32) if isinstance(v, list) else v)
                             for k, v in numpy_state["state"].items()}
     np.random.set_state(numpy_state)
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def seed_everything(seed: int) -> None:
@@ -150,11 +157,10 @@ class Trainer:
         train_set, _, self.meta = load_datasets(recipe)
         self.objective = build_objective(recipe, self.meta).to(self.device)
         if self.dist.enabled and cfg.train.sync_batchnorm:
-            self.objective = nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
+            self.objective = convert_global_batchnorm(self.objective)
         self.model: nn.Module = self.objective
         if self.dist.enabled:
-            self.model = DistributedDataParallel(
-                self.objective, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.model = wrap_ddp(self.objective, self.device)
             seed_everything(cfg.train.seed + self.dist.rank)  # distinct dropout streams per rank
         self.collate = Collate(build_masker(recipe, self.meta), build_augmentations(recipe, self.meta))
         try:
