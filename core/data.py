@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
+from polyjepa.errors import DataError
 from polyjepa.types import Batch, Masks, RawInput
 
 Masker = Callable[[int, torch.Generator], Masks]
@@ -65,18 +66,34 @@ class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
             yield [(i, batch_seed) for i in idx]
 
 
-class SeededDataset(Dataset):
-    """Wraps a dataset of `(x, y)` so that `ds[(i, seed)] -> ((x, y), seed)`."""
+ON_ERROR = ("raise", "skip")
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
+
+class SeededDataset(Dataset):
+    """Wraps a dataset of `(x, y)` so that `ds[(i, seed)] -> ((x, y), seed)`.
+
+    A sample that fails to load raises a `DataError` naming the sample (and, through the
+    dataset's own message, the file) with `on_error="raise"`; with `"skip"` it becomes None, and the
+    collate drops and counts it.
+    """
+
+    def __init__(self, dataset: Dataset, on_error: str = "raise") -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error must be 'raise' or 'skip', got '{on_error}'")
+        self.dataset, self.on_error = dataset, on_error
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
         index, seed = key
-        return self.dataset[index], seed
+        try:
+            return self.dataset[index], seed
+        except Exception as exc:
+            if self.on_error == "skip":
+                return None, seed
+            raise DataError(f"training sample {index} failed to load: {exc} "
+                            "(set data.on_error=skip to skip such samples)") from exc
 
 
 class Collate:
@@ -95,7 +112,9 @@ class Collate:
         self.num_views = num_views
 
     def __call__(self, items: list[tuple[Any, int]]) -> Batch:
-        samples = [sample for sample, _ in items]
+        samples = [sample for sample, _ in items if sample is not None]
+        if not samples:
+            raise DataError(f"all {len(items)} samples of a batch failed to load (data.on_error=skip)")
         g = torch.Generator().manual_seed(items[0][1])
         x, y = default_collate(samples)
         masks = self.masker(len(samples), g) if self.masker is not None else None
@@ -106,7 +125,8 @@ class Collate:
                 for augment in self.augmentations:
                     view = augment(view, g)
                 views.append(view)
-        return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long), masks=masks, views=views)
+        return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long), masks=masks, views=views,
+                     skipped=len(items) - len(samples))
 
 
 def eval_collate(samples: list[Any]) -> Batch:

@@ -168,8 +168,12 @@ class Trainer:
                                               self.dist.rank, self.dist.world_size)
         except ValueError as exc:
             raise ConfigError(f"{recipe.source}: {exc}") from None
+        try:
+            seeded = SeededDataset(train_set, getattr(cfg.data, "on_error", "raise"))
+        except ValueError as exc:
+            raise ConfigError(f"{recipe.source}: {exc}") from None
         self.loader = DataLoader(
-            SeededDataset(train_set), batch_sampler=self.sampler, collate_fn=self.collate,
+            seeded, batch_sampler=self.sampler, collate_fn=self.collate,
             num_workers=cfg.train.num_workers, pin_memory=self.device.type == "cuda",
             # its own generator: starting an iterator must not draw from the global RNG, which
             # drives dropout and is restored on resume
@@ -182,6 +186,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.skipped = 0  # non-finite steps skipped (train.skip_nonfinite)
+        self.skipped_samples = 0  # samples that failed to load (data.on_error=skip)
         self.stop_requested = False  # set by SIGTERM / SIGINT
 
     # -- state ---------------------------------------------------------------------------------
@@ -190,6 +195,7 @@ class Trainer:
         return {
             "step": self.step,
             "skipped": self.skipped,
+            "skipped_samples": self.skipped_samples,
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -205,6 +211,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
             self.step = int(state["step"])
             self.skipped = int(state.get("skipped", 0))
+            self.skipped_samples = int(state.get("skipped_samples", 0))
             rngs = state["rng"]  # a run resumed on more ranks than it saved reuses states cyclically
             set_rng_state(rngs[self.dist.rank % len(rngs)])
         except (KeyError, ValueError) as exc:
@@ -256,6 +263,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(cfg.train.accumulate):
             batch = next(batches).to(self.device)
+            self.skipped_samples += batch.skipped
             last = micro == cfg.train.accumulate - 1
             sync = contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync()
             with sync, torch.autocast(self.device.type, dtype=self.amp_dtype,
@@ -290,7 +298,8 @@ class Trainer:
                                cfg.ema.schedule)
         self.objective.update_target(momentum)
         return {"loss": loss_sum, "grad_norm": grad_norm, "momentum": momentum,
-                "skipped_steps": self.skipped, **sched, **logs_sum}
+                "skipped_steps": self.skipped, "skipped_samples": self.skipped_samples,
+                **sched, **logs_sum}
 
     def _monitor(self) -> dict[str, float]:
         z = getattr(self.objective, "monitor_embeddings", None)
@@ -356,6 +365,9 @@ class Trainer:
                 metrics.close()
             if writer is not None:
                 writer.close()
+        if self.skipped_samples and main:
+            warnings.warn(f"{self.skipped_samples} training samples failed to load and were skipped "
+                          "(data.on_error=skip)", stacklevel=2)
         if main:
             export_encoder(self.objective.export_backbone(), C.to_dict(self.cfg), self.meta,
                            self.run_dir)

@@ -59,12 +59,14 @@ class Batch:
         y: labels `[B]` (long; -1 where a sample has none).
         masks: index sets for JEPA objectives, sampled in the collate.
         views: augmented views for BYOL-style objectives (each a `RawInput`), sampled in the collate.
+        skipped: samples of this batch dropped because they failed to load (`data.on_error=skip`).
     """
 
     x: RawInput
     y: Tensor
     masks: Masks | None = None
     views: list[RawInput] = field(default_factory=list)
+    skipped: int = 0
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -72,6 +74,7 @@ class Batch:
             y=self.y.to(device, non_blocking=True),
             masks=None if self.masks is None else self.masks.to(device),
             views=[to_device(v, device) for v in self.views],
+            skipped=self.skipped,
         )
 
 

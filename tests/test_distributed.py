@@ -128,3 +128,15 @@ def test_two_process_run_checkpoints_and_resumes_on_two_and_on_one(tmp_path, tin
     pretrain(recipe, ["train.max_steps=8"], run, resume=True)  # one process
     assert load_file(run / "checkpoints" / "last.pt")["step"] == 8
     assert (run / "encoder.pt").exists()
+
+
+def test_one_failing_rank_stops_the_whole_run(tmp_path, tiny_recipe):
+    """Rank 1 raises at step 2 while rank 0 waits in an all-reduce: torchrun ends both (no hang)."""
+    recipe = str(tiny_recipe({"train": {"max_steps": 50}}))
+    script = Path(__file__).with_name("rank_failure.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), "pretrain", recipe, "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "injected failure on rank 1" in proc.stderr

@@ -79,6 +79,9 @@ class TabularDataConfig:
     # Strings that mean "missing" (compared after stripping spaces); nothing else does, so a
     # literal "nan" or "inf" in a numeric column is an error, not a silent missing value.
     missing_values: list[str] = field(default_factory=lambda: ["?", ""])
+    # A row that fails to load during training: "raise" (naming it) or "skip" (counted). Tabular
+    # rows are validated when read, so this matters for plugins that decode lazily.
+    on_error: str = "raise"
 
 
 @dataclass
