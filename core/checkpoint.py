@@ -23,6 +23,8 @@ def save_atomic(obj: Any, path: Path) -> None:
     A crash or a full disk leaves the previous file at `path` untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a crash inside a save
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -46,8 +47,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         print(f"trained encoder: {run_dir / 'encoder.pt'}")
         print(f"evaluate it with: polyjepa eval {run_dir}")
     else:
+        words = ["polyjepa", "pretrain", args.recipe, *args.overrides, "--out", str(run_dir),
+                 "--resume"]
         print(f"stopped; checkpoint saved in {run_dir / 'checkpoints'}. Resume with: "
-              f"polyjepa pretrain {args.recipe} {' '.join(args.overrides)} --out {run_dir} --resume")
+              + " ".join(shlex.quote(w) for w in words))
 
 
 def _launch_torchrun(nproc: int) -> int:
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.fn(args)
-    except PolyjepaError as exc:
+    except (PolyjepaError, OSError) as exc:  # OSError: unwritable folder, full disk, ...
         print(f"polyjepa {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -178,6 +178,7 @@ class Trainer:
             # its own generator: starting an iterator must not draw from the global RNG, which
             # drives dropout and is restored on resume
             generator=torch.Generator().manual_seed(cfg.train.seed),
+            worker_init_fn=_ignore_stop_signals,
         )
         self.optimizer = torch.optim.AdamW(
             param_groups(self.objective, cfg.optim.weight_decay), lr=cfg.optim.lr,
@@ -374,6 +375,13 @@ class Trainer:
         return True
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM/SIGINT to the main process, which checkpoints and then
+    shuts them down; a worker killed by a job-wide signal would otherwise abort the stop."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -389,9 +397,20 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric rows written after the checkpoint a resumed run restarts from."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a row torn by a crash (power cut, full disk)
+            continue
+        if row.get("step", 0) <= step:
+            kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))
+
+
+RUN_SETTINGS = {"train.auto_resume", "train.num_workers", "train.progress", "train.device",
+                "train.tensorboard"}
+"""Keys that say how to run, not what to train: they may change when a run is resumed."""
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -427,7 +446,8 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
         built = load_recipe(recipe, overrides)
         if ckpt_path.exists():
             state = load_file(ckpt_path)
-            changed = _differences(state["config"], C.to_dict(built.cfg))
+            changed = [k for k in _differences(state["config"], C.to_dict(built.cfg))
+                       if k not in RUN_SETTINGS]
             if changed or not built.cfg.train.auto_resume:
                 why = f" of a different recipe (differs in {', '.join(changed[:8])})" if changed else ""
                 raise ConfigError(
