@@ -75,3 +75,22 @@ def assert_state_equal(a: dict, b: dict) -> None:
             assert torch.equal(a[key], b[key]), f"{key} differs"
         else:
             assert a[key] == b[key], f"{key} differs"
+
+
+class Interrupt(KeyboardInterrupt):
+    """Raised from `Trainer.save` to simulate Ctrl-C right after a checkpoint."""
+
+
+def interrupt_after_checkpoint(monkeypatch, at_step: int) -> None:
+    """Make the run stop (raise `Interrupt`) right after it saves its step-`at_step` checkpoint."""
+    from polyjepa.train import Trainer
+
+    original = Trainer.save
+
+    def save(self):
+        path = original(self)
+        if self.step == at_step:
+            raise Interrupt
+        return path
+
+    monkeypatch.setattr(Trainer, "save", save)

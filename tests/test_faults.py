@@ -27,7 +27,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import single_thread  # noqa: F401  (autouse fixture)
+from _helpers import (  # noqa: F401  (single_thread: autouse fixture)
+    Interrupt,
+    interrupt_after_checkpoint,
+    single_thread,
+)
 
 from polyjepa import train as T
 from polyjepa.checkpoint import load_file
@@ -516,22 +520,6 @@ def test_skip_nonfinite_skips_exactly_the_bad_step(tmp_path, tiny_recipe, monkey
 
 
 # ---------------------------------------------------------------------------- auto_resume
-
-
-class Interrupt(KeyboardInterrupt):
-    """Raised from `Trainer.save` to stop a run right after a checkpoint."""
-
-
-def interrupt_after_checkpoint(monkeypatch, at_step: int) -> None:
-    original = Trainer.save
-
-    def save(self):
-        path = original(self)
-        if self.step == at_step:
-            raise Interrupt
-        return path
-
-    monkeypatch.setattr(Trainer, "save", save)
 
 
 K = 4  # the interrupted run stops after its checkpoint at step K of 2K

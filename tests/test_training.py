@@ -10,8 +10,10 @@ import pickle
 import pytest
 import torch
 from _helpers import (
+    Interrupt,
     assert_state_equal,
     build,
+    interrupt_after_checkpoint,
     read_metrics,
     single_thread,  # noqa: F401  (autouse fixture)
     tiny_recipe,
@@ -32,22 +34,6 @@ from polyjepa.train import CHECKPOINT, Trainer, autocast_dtype, pretrain
 K = 4  # the interrupted run stops after its checkpoint at step K of 2K
 
 STOCHASTIC = {"dropout": 0.1, "drop_path": 0.1}
-
-
-class Interrupt(KeyboardInterrupt):
-    """Raised from `Trainer.save` to simulate Ctrl-C right after a checkpoint."""
-
-
-def interrupt_after_checkpoint(monkeypatch, at_step: int) -> None:
-    original = Trainer.save
-
-    def save(self):
-        path = original(self)
-        if self.step == at_step:
-            raise Interrupt
-        return path
-
-    monkeypatch.setattr(Trainer, "save", save)
 
 
 def check_resume_matches_uninterrupted(tmp_path, monkeypatch, train: dict, encoder: dict):
