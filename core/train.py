@@ -267,10 +267,11 @@ class Trainer:
             self.skipped_samples += batch.skipped
             last = micro == cfg.train.accumulate - 1
             sync = contextlib.nullcontext() if last or not self.dist.enabled else self.model.no_sync()
-            with sync, torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                      enabled=self.amp_dtype is not None):
-                loss, logs = self.model(batch)
-                self.scaler.scale(loss / cfg.train.accumulate).backward()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                    enabled=self.amp_dtype is not None):
+                    loss, logs = self.model(batch)
+                self.scaler.scale(loss / cfg.train.accumulate).backward()  # outside autocast
             loss_sum += loss.detach() / cfg.train.accumulate
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0) + v / cfg.train.accumulate
