@@ -56,12 +56,17 @@ def init_distributed(device: torch.device, timeout_minutes: float = 10.0) -> tup
     return info, device
 
 
+def _active() -> bool:
+    """True inside an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def all_gather_with_grad(z: Tensor) -> Tensor:
     """Concatenate `z [B, ...]` from every rank along dim 0, keeping gradients to the local part.
 
     Identity when not distributed. Used where a statistic spans the global batch (VCReg).
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _active() or dist.get_world_size() == 1:
         return z
     return _AllGather.apply(z)
 
@@ -97,7 +102,7 @@ class _AllGather(torch.autograd.Function):
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when `flag` is true on any rank (e.g. a stop request)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _active():
         return flag
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -106,7 +111,7 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 def gather_objects(obj: object) -> list[object]:
     """`[obj from rank 0, obj from rank 1, ...]` on every rank (`[obj]` when not distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _active():
         return [obj]
     out: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
@@ -126,7 +131,7 @@ class GlobalBatchNorm(_BatchNorm):
             raise ValueError(f"GlobalBatchNorm expects [B, C, ...] input, got shape {tuple(x.shape)}")
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or not (dist.is_available() and dist.is_initialized()):
+        if not self.training or not _active():
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         everyone = all_gather_with_grad(x)  # [W * B, C, ...]

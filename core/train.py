@@ -163,12 +163,9 @@ class Trainer:
             self.model = wrap_ddp(self.objective, self.device)
             seed_everything(cfg.train.seed + self.dist.rank)  # distinct dropout streams per rank
         self.collate = Collate(build_masker(recipe, self.meta), build_augmentations(recipe, self.meta))
-        try:
+        try:  # batch size vs data size, and data.on_error, are only checkable here
             self.sampler = SeededBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed,
                                               self.dist.rank, self.dist.world_size)
-        except ValueError as exc:
-            raise ConfigError(f"{recipe.source}: {exc}") from None
-        try:
             seeded = SeededDataset(train_set, getattr(cfg.data, "on_error", "raise"))
         except ValueError as exc:
             raise ConfigError(f"{recipe.source}: {exc}") from None
