@@ -94,16 +94,38 @@ def call_factory(spec: dict, kind: str, field: str, recipe: Recipe, context: dic
 
 
 def build_backbone(recipe: Recipe, meta: dict) -> Backbone:
-    """Tokenizer + encoder; the encoder's `dim` defaults to the tokenizer's."""
+    """Frontend + tokenizer + encoder; the encoder's `dim` defaults to the tokenizer's."""
     model = recipe.cfg.model
-    tokenizer = call_factory(model.tokenizer, "tokenizer", "model.tokenizer", recipe, meta)
-    context = {**meta, "dim": tokenizer.dim}
+    frontend = None
+    if model.frontend is not None:
+        frontend = call_factory(model.frontend, "frontend", "model.frontend", recipe, meta)
+    context = dict(meta)
+    tokenizer: nn.Module = nn.Identity()
+    if model.tokenizer is not None:
+        tokenizer = call_factory(model.tokenizer, "tokenizer", "model.tokenizer", recipe, meta)
+        context.update(dim=tokenizer.dim, **getattr(tokenizer, "layout", {}))
+    else:
+        name = model.encoder.get("name", "")
+        try:
+            reads_features = getattr(get_component(name, "encoder", recipe.cfg.modality).factory,
+                                     "reads_features", False)
+        except LookupError:
+            reads_features = True  # call_factory reports the unknown name
+        if not reads_features:
+            raise ConfigError(f"{recipe.source}: model.tokenizer: encoder '{name}' reads tokens; "
+                              "name a tokenizer (only feature encoders such as CNNs go without)")
     encoder = call_factory(model.encoder, "encoder", "model.encoder", recipe, context)
-    return Backbone(tokenizer, encoder)
+    return Backbone(tokenizer, encoder, frontend)
 
 
-def build_objective(recipe: Recipe, meta: dict) -> nn.Module:
-    """The recipe's objective with its backbone, predictor/projector and regularizers."""
+def token_layout(backbone: Backbone) -> dict:
+    """What a tokenizer tells maskers about its tokens (e.g. `num_tokens`, `grid`), if anything."""
+    return dict(getattr(backbone.tokenizer, "layout", {}))
+
+
+def build_objective(recipe: Recipe, meta: dict, augmentations: list[Any] = ()) -> nn.Module:
+    """The recipe's objective with its backbone, predictor/projector, regularizers and the
+    device-side `augmentations` (which the objective owns, so their state is checkpointed)."""
     cfg = recipe.cfg
     backbone = build_backbone(recipe, meta)
     regularizers = [
@@ -112,6 +134,8 @@ def build_objective(recipe: Recipe, meta: dict) -> nn.Module:
     ]
     name = cfg.objective.get("name")
     context: dict[str, Any] = {**meta, "backbone": backbone, "regularizers": regularizers}
+    if augmentations:
+        context["augmentations"] = augmentations
     if name == "jepa":
         if cfg.model.predictor is None:
             raise ConfigError(f"{recipe.source}: model.predictor: the jepa objective needs one")
@@ -138,13 +162,32 @@ def build_objective(recipe: Recipe, meta: dict) -> nn.Module:
     return call_factory(cfg.objective, "objective", "objective", recipe, context)
 
 
-def build_masker(recipe: Recipe, meta: dict) -> Any:
+def build_masker(recipe: Recipe, meta: dict, layout: dict | None = None) -> Any:
+    """The recipe's masker; options it omits come from `meta`, the tokenizer's `layout` (token
+    grid) and `total_batches` (micro-batches of the whole run, for curricula)."""
     spec = recipe.cfg.masker
-    return None if spec is None else call_factory(spec, "masker", "masker", recipe, meta)
+    if spec is None:
+        return None
+    train = recipe.cfg.train
+    context = {**meta, **(layout or {}), "total_batches": train.max_steps * train.accumulate}
+    return call_factory(spec, "masker", "masker", recipe, context)
 
 
 def build_augmentations(recipe: Recipe, meta: dict) -> list[Any]:
+    """The recipe's augmentations, in order. Those with a true `on_device` attribute are
+    `nn.Module`s the objective runs on the training device, batched, on frontend features; the
+    others run in the collate on raw inputs."""
     return [
         call_factory(spec, "augmentation", f"augmentations[{i}]", recipe, meta)
         for i, spec in enumerate(recipe.cfg.augmentations)
     ]
+
+
+def split_augmentations(augmentations: list[Any]) -> tuple[list[Any], list[Any]]:
+    """`(collate-side, device-side)` augmentations; device-side ones must come last."""
+    on_device = [bool(getattr(a, "on_device", False)) for a in augmentations]
+    first = on_device.index(True) if any(on_device) else len(on_device)
+    if not all(on_device[first:]):
+        raise ConfigError("augmentations: device-side augmentations (on features) must come "
+                          "after every collate-side one (on raw inputs)")
+    return augmentations[:first], augmentations[first:]

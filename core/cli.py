@@ -1,4 +1,4 @@
-"""`polyjepa` command line: list, recipes, pretrain, eval, embed."""
+"""`polyjepa` command line: list, recipes, pretrain, eval, finetune, embed, import."""
 
 from __future__ import annotations
 
@@ -68,8 +68,24 @@ def _launch_torchrun(nproc: int) -> int:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from polyjepa.evaluate import evaluate_run, format_table
 
-    result = evaluate_run(args.run_dir, data_path=args.data, device=args.device)
+    result = evaluate_run(args.run_dir, data_path=args.data, device=args.device,
+                          overrides=args.overrides)
     print(json.dumps(result) if args.json else format_table(result))
+
+
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from polyjepa.finetune import finetune_run, format_result
+
+    result = finetune_run(args.run_dir, args.overrides, device=args.device,
+                          progress=not args.no_progress)
+    print(json.dumps(result) if args.json else format_result(result))
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    from polyjepa.hub import import_checkpoint
+
+    run_dir = import_checkpoint(args.file, args.out, source=args.source, overrides=args.overrides)
+    print(f"imported {args.file} into {run_dir}; evaluate it with: polyjepa eval {run_dir}")
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
@@ -111,10 +127,28 @@ def parser() -> argparse.ArgumentParser:
     pre.set_defaults(fn=_cmd_pretrain)
     ev = sub.add_parser("eval", help="linear probe + kNN vs random-init and raw-feature baselines")
     ev.add_argument("run_dir")
+    ev.add_argument("overrides", nargs="*",
+                    help="data.*/eval.* overrides, e.g. another split of the recipe's data")
     ev.add_argument("--data", help="evaluate on this data instead of the recipe's")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--device", default="auto")
     ev.set_defaults(fn=_cmd_eval)
+    ft = sub.add_parser("finetune", help="train encoder + linear head on labels; report beside "
+                                         "the frozen linear probe")
+    ft.add_argument("run_dir")
+    ft.add_argument("overrides", nargs="*", help="finetune.*/data.*/eval.* overrides")
+    ft.add_argument("--json", action="store_true", help="print one JSON object")
+    ft.add_argument("--device", default="auto")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ft.set_defaults(fn=_cmd_finetune)
+    im = sub.add_parser("import", help="turn another framework's checkpoint into a run directory")
+    im.add_argument("file", help="checkpoint file, e.g. AudioNTT2020-BYOLA-64x96d512.pth")
+    im.add_argument("overrides", nargs="*",
+                    help="data.* overrides: data to compute input statistics on and evaluate with")
+    im.add_argument("--out", required=True, help="run directory to create")
+    im.add_argument("--from", dest="source", help="importer name (default: detect), e.g. "
+                                                  "byol_a_official")
+    im.set_defaults(fn=_cmd_import)
     em = sub.add_parser("embed", help="write pooled embeddings of a dataset to .npy")
     em.add_argument("run_dir")
     em.add_argument("data", help="data path, read like the recipe's data.path")
@@ -126,7 +160,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # `key=value` overrides may also follow the options (`pretrain R --out D train.max_steps=5`)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.fn(args)
     except (PolyjepaError, OSError) as exc:  # OSError: unwritable folder, full disk, ...

@@ -30,8 +30,9 @@ Spec = dict[str, Any]
 
 @dataclass
 class ModelConfig:
-    tokenizer: Spec  # raw input -> Tokens [B, N, D]
+    tokenizer: Spec | None = None  # features -> Tokens [B, N, D]; None: the encoder reads features
     encoder: Spec = field(default_factory=lambda: {"name": "transformer"})  # Tokens -> [B, N, D]
+    frontend: Spec | None = None  # fixed feature transform on the device, e.g. audio.logmel
     predictor: Spec | None = None  # JEPA: context latents -> target latents; BYOL: MLP head
     projector: Spec | None = None  # BYOL only: pooled latent -> projection
 
@@ -80,9 +81,30 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 256
-    pooling: str = "mean"  # mean | flatten | prefix | mean_max
+    pooling: str = "mean"  # mean | flatten | prefix | mean_max | mean_plus_max
     knn_k: int = 20
     max_train: int | None = None  # subsample the probe's training split (seeded) when large
+    seed: int = 0
+
+
+@dataclass
+class FinetuneConfig:
+    """`polyjepa finetune`: the exported encoder + a linear head, trained end to end on labels."""
+
+    max_steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-4  # peak, for the encoder and the head
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip_norm: float | None = 1.0
+    pooling: str | None = None  # None: eval.pooling
+    # Regularized masking (A-JEPA): this share of each sample's tokens is replaced by a learned
+    # mask token during fine-tuning (never at test time); needs a tokenizer. 0 turns it off.
+    mask_ratio: float = 0.0
+    # How masked tokens are regularized: "token" (replaced by the mask token, the issue's reading
+    # of A-JEPA) or "attention" (kept as queries, hidden as keys in every layer: the reading of
+    # the paper's "barred from contributing to attention").
+    mask_mode: str = "token"
     seed: int = 0
 
 
@@ -99,12 +121,17 @@ class RecipeConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     data_root: str | None = None  # relative data paths resolve here; default $POLYJEPA_DATA_ROOT
     paper: str = ""  # citation of the method this recipe reproduces
     synthetic: bool = False  # train on the modality's built-in synthetic data instead of `data`
 
 
 def _type_name(tp: Any) -> str:
+    if tp is dict or typing.get_origin(tp) is dict:
+        return "a mapping"
+    if typing.get_origin(tp) is list:
+        return "a list"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -124,7 +151,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 return _coerce(value, option, key, source)
             except ConfigError:
                 continue
-        raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+        names = [_type_name(o) for o in options if o is not type(None)]
+        nullable = " (or null)" if type(None) in options else ""
+        raise ConfigError(f"{source}: {key}: expected {' or '.join(names)}{nullable}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
@@ -244,10 +273,14 @@ def find_recipe(name_or_path: str) -> Path:
 
 
 def deep_merge(base: dict, update: dict) -> dict:
-    """`update` laid over `base`: mappings merge key by key, anything else replaces."""
+    """`update` laid over `base`: mappings merge key by key, anything else replaces. A component
+    spec naming another component (`name` differs) replaces the base's spec whole, since the
+    options of one component mean nothing to another."""
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        old = merged.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and not (
+                "name" in value and "name" in old and value["name"] != old["name"]):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
@@ -295,7 +328,7 @@ def validate(raw: dict, source: str, data_schema: type | None) -> RecipeConfig:
 CHOICES = {
     "ema.schedule": ("cosine", "linear", "constant"),
     "train.precision": ("fp32", "bf16", "fp16", "auto"),
-    "eval.pooling": ("mean", "flatten", "prefix", "mean_max"),
+    "eval.pooling": ("mean", "flatten", "prefix", "mean_max", "mean_plus_max"),
 }
 AT_LEAST_ONE = ("max_steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
                 "monitor_every")
@@ -319,5 +352,16 @@ def check_values(cfg: RecipeConfig, source: str) -> None:
             f"{source}: train.device: unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
     if not 0 <= cfg.ema.start <= 1 or not 0 <= cfg.ema.end <= 1:
         raise ConfigError(f"{source}: ema.start and ema.end must lie in [0, 1]")
+    ft = cfg.finetune
+    if ft.max_steps < 1 or ft.batch_size < 1:
+        raise ConfigError(f"{source}: finetune.max_steps and finetune.batch_size must be >= 1")
+    if not 0 <= ft.mask_ratio < 1:
+        raise ConfigError(f"{source}: finetune.mask_ratio must lie in [0, 1), got {ft.mask_ratio}")
+    if ft.mask_mode not in ("token", "attention"):
+        raise ConfigError(f"{source}: finetune.mask_mode: unknown value '{ft.mask_mode}'; choose "
+                          "from token, attention")
+    if ft.pooling is not None and ft.pooling not in CHOICES["eval.pooling"]:
+        raise ConfigError(f"{source}: finetune.pooling: unknown value '{ft.pooling}'; choose from "
+                          f"{', '.join(CHOICES['eval.pooling'])}")
     if cfg.objective.get("name") == "jepa" and cfg.masker is None:
         raise ConfigError(f"{source}: masker: the jepa objective needs a masker (e.g. random_subsets)")

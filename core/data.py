@@ -1,9 +1,11 @@
 """Seeded, resumable batching: every random choice of a batch derives from one batch seed.
 
 The batch sampler draws a permutation from `(seed, epoch)` and tags each batch with a seed from
-`(seed, epoch, batch index, rank)`. The collate samples masks and augmentations from a generator
-seeded with it. A batch's content is therefore a function of its position alone: the same with 0
-or N workers, and a resumed run replays exactly the batches an uninterrupted one would have seen.
+`(seed, epoch, batch index, rank)` and its position (micro-batches since the start of training).
+The collate samples masks and augmentations from a generator seeded with it; a dataset with a
+`sample(index, generator)` method (random crops) gets a generator seeded from it and the index.
+A batch's content is therefore a function of its position alone: the same with 0 or N workers,
+and a resumed run replays exactly the batches an uninterrupted one would have seen.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from polyjepa.errors import DataError
 from polyjepa.types import Batch, Masks, RawInput
 
 Masker = Callable[[int, torch.Generator], Masks]
+"""`(batch_size, generator) -> Masks`; a masker whose `progressive` attribute is true (a
+curriculum) is called as `(batch_size, generator, position)`, position = micro-batch index."""
 Augmentation = Callable[[RawInput, torch.Generator], RawInput]
 
 
@@ -30,8 +34,8 @@ def _mix(*values: int) -> int:
     return h >> 1
 
 
-class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yields batches `[(index, batch_seed), ...]` of a seeded per-epoch permutation.
+class SeededBatchSampler(Sampler[list[tuple[int, int, int]]]):
+    """Yields batches `[(index, batch_seed, position), ...]` of a seeded per-epoch permutation.
 
     With `world_size > 1` each rank takes every `world_size`-th index of the same permutation
     (DistributedSampler's layout). Incomplete last batches are dropped. `start_batch` skips the
@@ -56,21 +60,25 @@ class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
         order = torch.randperm(self.num_samples, generator=g)
         mine = order[self.rank : self.world_size * (self.num_samples // self.world_size) : self.world_size]
         for b in range(self.start_batch, len(self)):
             batch_seed = _mix(self.seed, self.epoch, b, self.rank)
             idx = mine[b * self.batch_size : (b + 1) * self.batch_size].tolist()
-            yield [(i, batch_seed) for i in idx]
+            position = self.epoch * len(self) + b
+            yield [(i, batch_seed, position) for i in idx]
 
 
 ON_ERROR = ("raise", "skip")
 
 
 class SeededDataset(Dataset):
-    """Wraps a dataset of `(x, y)` so that `ds[(i, seed)] -> ((x, y), seed)`.
+    """Wraps a dataset of `(x, y)` so that `ds[(i, seed, position)] -> ((x, y), seed, position)`.
+
+    A dataset with a `sample(index, generator)` method (e.g. random crops) is read through it,
+    with a generator seeded from the batch seed and the index.
 
     A sample that fails to load raises a `DataError` naming the sample (and, through the
     dataset's own message, the file) with `on_error="raise"`; with `"skip"` it becomes None, and the
@@ -85,13 +93,16 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
-        index, seed = key
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[Any, int, int]:
+        index, seed, position = key
         try:
-            return self.dataset[index], seed
+            sample = getattr(self.dataset, "sample", None)
+            if sample is None:
+                return self.dataset[index], seed, position
+            return sample(index, torch.Generator().manual_seed(_mix(seed, index))), seed, position
         except Exception as exc:
             if self.on_error == "skip":
-                return None, seed
+                return None, seed, position
             raise DataError(f"training sample {index} failed to load: {exc} "
                             "(set data.on_error=skip to skip such samples)") from exc
 
@@ -111,13 +122,18 @@ class Collate:
         self.augmentations = list(augmentations)
         self.num_views = num_views
 
-    def __call__(self, items: list[tuple[Any, int]]) -> Batch:
-        samples = [sample for sample, _ in items if sample is not None]
+    def __call__(self, items: list[tuple[Any, int, int]]) -> Batch:
+        samples = [sample for sample, _, _ in items if sample is not None]
         if not samples:
             raise DataError(f"all {len(items)} samples of a batch failed to load (data.on_error=skip)")
-        g = torch.Generator().manual_seed(items[0][1])
+        _, seed, position = items[0]
+        g = torch.Generator().manual_seed(seed)
         x, y = default_collate(samples)
-        masks = self.masker(len(samples), g) if self.masker is not None else None
+        masks = None
+        if self.masker is not None:
+            progressive = getattr(self.masker, "progressive", False)
+            masks = (self.masker(len(samples), g, position) if progressive
+                     else self.masker(len(samples), g))
         views = []
         if self.augmentations:
             for _ in range(self.num_views):
@@ -126,7 +142,7 @@ class Collate:
                     view = augment(view, g)
                 views.append(view)
         return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long), masks=masks, views=views,
-                     skipped=len(items) - len(samples))
+                     skipped=len(items) - len(samples), seed=seed)
 
 
 def eval_collate(samples: list[Any]) -> Batch:

@@ -110,13 +110,18 @@ class TransformerEncoder(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Tokenizer + encoder: what a target encoder copies and what `encoder.pt` exports.
+    """Frontend + tokenizer + encoder: what a target encoder copies and what `encoder.pt` exports.
 
-    `forward(x)` maps a batched raw input to latents `[B, R + N, D]`.
+    `forward(x)` maps a batched raw input to latents `[B, R + N, D]`. The optional `frontend` is
+    a fixed (parameter-free) feature transform run on the device first, e.g. audio log-mel;
+    objectives that augment features (BYOL-A) call `features` and `encode` separately. The
+    tokenizer may be an identity when the encoder reads features directly (a CNN).
     """
 
-    def __init__(self, tokenizer: nn.Module, encoder: nn.Module) -> None:
+    def __init__(self, tokenizer: nn.Module, encoder: nn.Module,
+                 frontend: nn.Module | None = None) -> None:
         super().__init__()
+        self.frontend = frontend if frontend is not None else nn.Identity()
         self.tokenizer = tokenizer
         self.encoder = encoder
 
@@ -128,5 +133,14 @@ class Backbone(nn.Module):
     def dim(self) -> int:
         return self.encoder.dim
 
+    def features(self, x: RawInput) -> RawInput:
+        """The frontend's output (the raw input when there is none), without gradients."""
+        with torch.no_grad():
+            return self.frontend(x)
+
+    def encode(self, features: RawInput, keep: Tensor | None = None) -> Tensor:
+        """Latents `[B, R + N, D]` of frontend features (or of the tokens at `keep [B, K]`)."""
+        return self.encoder(self.tokenizer(features), keep=keep)
+
     def forward(self, x: RawInput, keep: Tensor | None = None) -> Tensor:
-        return self.encoder(self.tokenizer(x), keep=keep)
+        return self.encode(self.features(x), keep=keep)

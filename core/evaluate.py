@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from polyjepa.build import build_backbone, load_datasets, recipe_from_dict
 from polyjepa.data import eval_collate
-from polyjepa.errors import DataError
+from polyjepa.errors import ConfigError, DataError
 from polyjepa.hub import load_encoder, read_export, read_run_config
 from polyjepa.paths import data_root
 from polyjepa.pooling import pool
@@ -72,18 +72,24 @@ def _features(backbone: nn.Module, dataset, cfg, device) -> tuple[np.ndarray, np
 
 
 def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str = "auto",
-                 test_fraction: float = 0.2) -> dict:
+                 test_fraction: float = 0.2, overrides: list[str] = ()) -> dict:
     """Probe a run's exported encoder, a random-init twin and the raw features on one split.
 
     Without `data_path`, the recipe's train/test split; with it, that file read with the run's
     preprocessing and split (stratified, seeded by `eval.seed`) holding out `test_fraction`.
+    `overrides` (`data.*`, `eval.*`) change how data is read and split, e.g. a speaker-disjoint
+    split (`data.test_groups={speaker: [theo]}`); the encoder keeps its training preprocessing.
 
     Returns:
         `{"linear_probe": {name: acc}, "knn": {name: acc}, "n_train": int, "n_test": int}` for
         names `pretrained`, `random_init`, `raw_features`.
     """
     run_dir = Path(run_dir)
-    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"))
+    bad = [o for o in overrides if not o.startswith(("data.", "eval."))]
+    if bad:
+        raise ConfigError(f"eval: only data.* and eval.* may be overridden, got {bad[0]}")
+    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"),
+                              list(overrides))
     cfg = recipe.cfg.eval
     blob, _ = read_export(run_dir)
     dev = resolve_device(device)

@@ -9,8 +9,10 @@ from torch import nn
 
 from polyjepa.build import build_backbone, recipe_from_dict
 from polyjepa.checkpoint import load_file, load_state, save_atomic
+from polyjepa.config import to_dict
 from polyjepa.encoders import Backbone
-from polyjepa.errors import CheckpointError
+from polyjepa.errors import CheckpointError, ConfigError
+from polyjepa.registry import list_importers
 
 ENCODER_FILE = "encoder.pt"
 FORMAT = "polyjepa-encoder/1"
@@ -36,17 +38,78 @@ def read_export(path: str | Path) -> tuple[dict, Path]:
     return blob, file
 
 
-def load_encoder(path: str | Path, device: str = "cpu") -> Backbone:
-    """Load an exported encoder (a run directory or its `encoder.pt`) in eval mode.
+def load_encoder(path: str | Path, device: str = "cpu", source: str | None = None) -> Backbone:
+    """Load an encoder in eval mode: a polyjepa export (a run directory or its `encoder.pt`), or
+    another framework's checkpoint that an installed plugin imports (e.g. the official BYOL-A
+    `AudioNTT2020-BYOLA-64x96d512.pth`; detected, or named with `source="byol_a_official"`).
 
     The returned module maps a batched raw input (as the modality's dataset yields it) to token
     latents `[B, R + N, D]`; pool them with `polyjepa.pool`.
     """
-    blob, file = read_export(path)
+    blob, file = read_any(path, source)
     recipe = recipe_from_dict(blob["config"], str(file))
     backbone = build_backbone(recipe, blob["meta"])
     load_state(backbone, blob["state_dict"], file)
     return backbone.to(device).eval()
+
+
+def read_any(path: str | Path, source: str | None = None) -> tuple[dict, Path]:
+    """An export blob `{"config", "meta", "state_dict"}` from a polyjepa export, or converted
+    from a foreign checkpoint by the importer `source` (None: whichever recognises the file)."""
+    path = Path(path)
+    if source is None and (path.is_dir() or path.name == ENCODER_FILE):
+        return read_export(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    loaded = load_file(path)
+    if source is None and isinstance(loaded, dict) and loaded.get("format") == FORMAT:
+        return loaded, path
+    importers = list_importers()
+    if source is not None and source not in importers:
+        raise CheckpointError(f"unknown checkpoint format '{source}'; installed importers: "
+                              f"{', '.join(sorted(importers)) or 'none'}")
+    for name, importer in importers.items():
+        if source not in (None, name):
+            continue
+        converted = importer(loaded, path)
+        if converted is not None:
+            config, meta, state = converted
+            return {"format": FORMAT, "config": config, "meta": meta, "state_dict": state}, path
+    if source is not None:
+        raise CheckpointError(f"{path}: not a '{source}' checkpoint")
+    raise CheckpointError(f"{path}: neither a polyjepa export nor a checkpoint any installed "
+                          f"importer recognises ({', '.join(sorted(importers)) or 'none'})")
+
+
+def import_checkpoint(file: str | Path, out_dir: str | Path, source: str | None = None,
+                      overrides: list[str] = ()) -> Path:
+    """Write a run directory (`encoder.pt`, `config.yaml`) for a foreign checkpoint.
+
+    With `data.*` overrides naming data (e.g. `data.path=...`), the data's preprocessing
+    statistics are computed on it (what the original authors do per downstream task), so that
+    `polyjepa eval` and `embed` work on the result.
+    """
+    from polyjepa.build import load_datasets
+
+    bad = [o for o in overrides if not o.startswith(("data.", "eval."))]
+    if bad:
+        raise ConfigError(f"import: only data.* and eval.* may be overridden, got {bad[0]}")
+    blob, path = read_any(file, source)
+    recipe = recipe_from_dict(blob["config"], str(path), list(overrides))
+    meta = blob["meta"]
+    if overrides:
+        meta = {**meta, **load_datasets(recipe)[2]}
+    out = Path(out_dir)
+    if (out / ENCODER_FILE).exists():
+        raise ConfigError(f"--out {out} already holds an encoder; choose another --out")
+    backbone = build_backbone(recipe, meta)
+    load_state(backbone, blob["state_dict"], path)
+    out.mkdir(parents=True, exist_ok=True)
+    config = to_dict(recipe.cfg)
+    (out / "config.yaml").write_text(f"# imported from {path}\n"
+                                     + yaml.safe_dump(config, sort_keys=False))
+    export_encoder(backbone, config, meta, out)
+    return out
 
 
 def read_run_config(run_dir: Path) -> dict:

@@ -14,6 +14,10 @@ from torch import Tensor
 
 from polyjepa.types import Masks
 
+MAX_TRIES = 20
+"""Draws of a whole batch's blocks before `multiblock` gives up on `min_keep` (I-JEPA retries
+too; a failure after this many draws means the settings cannot work on this grid)."""
+
 
 def _check_positive(**counts: int) -> None:
     for name, value in counts.items():
@@ -216,8 +220,8 @@ def multiblock(batch_size: int, grid: tuple[int, ...], target_scale: tuple[float
     block with area from `context_scale`, both clipped to the grid (on 3D grids blocks span all
     `T`). Per sample: `M` target blocks and one context block at random positions; the context is
     the context block minus every target token, subsampled uniformly at random to the fewest
-    remaining count `K` over the batch. Unlike I-JEPA there is no rejection loop: too small a
-    `K` raises.
+    remaining count `K` over the batch. A draw with `K < min_keep` is redrawn (the whole batch,
+    up to `MAX_TRIES` times; then it raises).
 
     Args:
         batch_size: `B`.
@@ -242,16 +246,64 @@ def multiblock(batch_size: int, grid: tuple[int, ...], target_scale: tuple[float
     _check_range("context_scale", context_scale, 0.0, 1.0)
     _check_range("target_aspect", target_aspect, 0.0, math.inf)
     time, (height, width) = tuple(grid[:-2]), grid[-2:]
-    log_aspect = _uniform(math.log(target_aspect[0]), math.log(target_aspect[1]), generator)
-    target_hw = _block_shape(_uniform(*target_scale, generator), math.exp(log_aspect),
-                             height, width)
-    context_hw = _block_shape(_uniform(*context_scale, generator), 1.0, height, width)
-    target = grid_blocks(batch_size, grid, time + target_hw, num_targets, generator)
-    context_block = grid_blocks(batch_size, grid, time + context_hw, 1, generator)
-    keep = torch.zeros(batch_size, math.prod(grid), dtype=torch.bool)
-    keep.scatter_(1, context_block[:, 0], True).scatter_(1, target.flatten(1), False)
-    k = int(keep.sum(1).min())
-    if k < min_keep:
+    for _ in range(MAX_TRIES):
+        log_aspect = _uniform(math.log(target_aspect[0]), math.log(target_aspect[1]), generator)
+        target_hw = _block_shape(_uniform(*target_scale, generator), math.exp(log_aspect),
+                                 height, width)
+        context_hw = _block_shape(_uniform(*context_scale, generator), 1.0, height, width)
+        target = grid_blocks(batch_size, grid, time + target_hw, num_targets, generator)
+        context_block = grid_blocks(batch_size, grid, time + context_hw, 1, generator)
+        keep = torch.zeros(batch_size, math.prod(grid), dtype=torch.bool)
+        keep.scatter_(1, context_block[:, 0], True).scatter_(1, target.flatten(1), False)
+        k = int(keep.sum(1).min())
+        if k >= min_keep:
+            return Masks(_sample_allowed(keep, k, generator), target)
+    raise ValueError(f"only {k} context tokens remained in some sample after {MAX_TRIES} draws "
+                     f"(min_keep={min_keep}); lower target_scale or num_targets, or raise "
+                     "context_scale")
+
+
+def stripes(batch_size: int, grid: tuple[int, int], axis: int, width: int, num_targets: int,
+            generator: torch.Generator) -> Tensor:
+    """Full-extent stripes on a 2D token grid: `M` bands of `width` rows (`axis=0`) or columns
+    (`axis=1`) that span the whole other axis (A-JEPA's frequency bands and time stripes on a
+    frequency-major spectrogram grid).
+
+    Args:
+        batch_size: `B`.
+        grid: `(H, W)`, tokens flattened row-major.
+        axis: 0 for bands of rows, 1 for bands of columns.
+        width: rows (or columns) per stripe, in `[1, grid[axis]]`.
+        num_targets: `M`, stripes per sample (placed independently, may overlap).
+        generator: source of randomness.
+
+    Returns:
+        `[B, M, width * W]` (axis 0) or `[B, M, H * width]` (axis 1) long flat indices.
+    """
+    if len(grid) != 2 or axis not in (0, 1):
+        raise ValueError(f"stripes need a 2D grid and axis 0 or 1, got grid={grid}, axis={axis}")
+    block = (width, grid[1]) if axis == 0 else (grid[0], width)
+    return grid_blocks(batch_size, grid, block, num_targets, generator)
+
+
+def context_outside(target: Tensor, num_tokens: int, generator: torch.Generator,
+                    min_keep: int = 1) -> Masks:
+    """Masks whose context is every token no target covers, subsampled uniformly at random to
+    the fewest such tokens over the batch (so the context sets stack).
+
+    Args:
+        target: `[B, M, Nt]` target indices.
+        num_tokens: `N`.
+        generator: source of randomness.
+        min_keep: smallest acceptable context.
+
+    Raises:
+        ValueError: some sample keeps fewer than `min_keep` context tokens.
+    """
+    free = torch.ones(target.shape[0], num_tokens, dtype=torch.bool)
+    free.scatter_(1, target.flatten(1), False)
+    k = int(free.sum(1).min())
+    if k < max(min_keep, 1):
         raise ValueError(f"only {k} context tokens remain in some sample (min_keep={min_keep}); "
-                         f"lower target_scale or num_targets, or raise context_scale")
-    return Masks(_sample_allowed(keep, k, generator), target)
+                         "lower the target sizes or num_targets")
+    return Masks(_sample_allowed(free, k, generator), target)

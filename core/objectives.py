@@ -7,6 +7,8 @@ target embeddings `[B, D]` for the collapse monitors.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -74,14 +76,15 @@ class JEPA(nn.Module):
         b, m, nt = masks.target.shape
         r = self.online.num_prefix_tokens
         target_idx = masks.target.reshape(b, m * nt)  # [B, M * Nt]
+        features = self.online.features(batch.x)  # the frontend is fixed: compute it once
         with torch.no_grad():
-            h = self.target(batch.x)  # [B, R + N, D]
+            h = self.target.encode(features)  # [B, R + N, D]
             self.monitor_embeddings = h.mean(1).float()
             h = h[:, r:]
             if self.normalize_targets:
                 h = F.layer_norm(h, h.shape[-1:])
             targets = gather_tokens(h, target_idx).view(b, m, nt, -1)  # [B, M, Nt, D]
-        tokens = self.online.tokenizer(batch.x)
+        tokens = self.online.tokenizer(features)
         z = self.online.encoder(tokens, keep=masks.context)  # [B, R + Nc, D]
         pos = tokens.batch_pos()  # [B, N, D]
         context_pos = gather_tokens(pos, masks.context)
@@ -117,6 +120,9 @@ class BYOL(nn.Module):
         predictor: MLP `[B, P] -> [B, P]`.
         pooling: how token latents become one vector (see `polyjepa.pooling`).
         regularizers: applied to the pooled online embeddings of each view.
+        augmentations: device-side augmentations (`on_device`), applied in order to the frontend
+            features of both views at once (`[2B, ...]`, one call per batch; e.g. BYOL-A's chain,
+            whose batch statistics span both views). Without them the collate's views are used.
     """
 
     def __init__(
@@ -126,9 +132,11 @@ class BYOL(nn.Module):
         predictor: nn.Module,
         pooling: str = "mean",
         regularizers: list[nn.Module] | None = None,
+        augmentations: list[nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.pooling = pooling
+        self.augmentations = nn.ModuleList(augmentations or [])
         self.online = backbone
         self.projector = projector
         self.predictor = predictor
@@ -137,13 +145,27 @@ class BYOL(nn.Module):
         self.regularizers = nn.ModuleList(regularizers or [])
         self.monitor_embeddings: Tensor | None = None
 
-    def _embed(self, backbone: Backbone, x) -> Tensor:
-        return pool(backbone(x), self.pooling, backbone.num_prefix_tokens)
+    def _embed(self, backbone: Backbone, features) -> Tensor:
+        return pool(backbone.encode(features), self.pooling, backbone.num_prefix_tokens)
+
+    def make_views(self, batch: Batch) -> tuple[Any, Any]:
+        """Two views as frontend features: the device-side augmentations applied to `[2B, ...]`
+        with parameters from the batch seed, or the collate's views through the frontend."""
+        if len(self.augmentations):
+            features = self.online.features(batch.x)
+            views = torch.cat([features, features])
+            generator = torch.Generator().manual_seed(batch.seed)
+            with torch.no_grad():
+                for augment in self.augmentations:
+                    views = augment(views, generator)
+            return views.chunk(2)
+        if len(batch.views) != 2:
+            raise ValueError("the BYOL objective needs two augmented views per sample: give the "
+                             "recipe augmentations")
+        return self.online.features(batch.views[0]), self.online.features(batch.views[1])
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        if len(batch.views) != 2:
-            raise ValueError("the BYOL objective needs two augmented views per sample")
-        v1, v2 = batch.views
+        v1, v2 = self.make_views(batch)
         y1, y2 = self._embed(self.online, v1), self._embed(self.online, v2)  # [B, D]
         p1, p2 = self.predictor(self.projector(y1)), self.predictor(self.projector(y2))
         with torch.no_grad():

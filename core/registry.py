@@ -26,7 +26,8 @@ from polyjepa.errors import RegistryError
 
 MODALITY_GROUP = "polyjepa.modalities"
 COMPONENT_GROUP = "polyjepa.components"
-KINDS = ("tokenizer", "masker", "augmentation", "encoder", "predictor", "objective", "regularizer")
+KINDS = ("frontend", "tokenizer", "masker", "augmentation", "encoder", "predictor", "objective",
+         "regularizer")
 
 
 @dataclass
@@ -56,6 +57,9 @@ class ModalityPlugin:
             the preprocessing fitted on a run's training data (``meta``), for ``eval --data`` and
             ``embed``.
         components: built-in tokenizers, maskers, augmentations and encoders by name (no prefix).
+        importers: converters of other frameworks' checkpoints by name (e.g. `byol_a_official`):
+            `(loaded file, path) -> (recipe dict, meta, backbone state_dict)`, or None when the
+            file is not theirs. `polyjepa.load_encoder` and `polyjepa import` use them.
     """
 
     name: str
@@ -65,6 +69,7 @@ class ModalityPlugin:
     raw_features: Callable[[Any], Any]
     load_file: Callable[..., Any]
     components: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    importers: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
 
 CORE: dict[tuple[str, str], Component] = {}
@@ -217,6 +222,18 @@ def get_component(qualified: str, kind: str, modality: str | None = None) -> Com
         available = [n for n, c in list_components(kind) if modality is None or
                      "." not in n or n.startswith(f"{modality}.")]
         raise _unknown(kind, qualified, available, where)
+    return found
+
+
+def list_importers() -> dict[str, Callable[..., Any]]:
+    """Checkpoint importers of every installed modality, by name."""
+    found: dict[str, Callable[..., Any]] = {}
+    for name, (plugin, _) in _load().modalities.items():
+        for key, importer in plugin.importers.items():
+            if key in found:
+                raise RegistryError(f"checkpoint importer '{key}' is defined by two modalities "
+                                    f"(the second: '{name}')")
+            found[key] = importer
     return found
 
 

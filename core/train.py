@@ -35,6 +35,8 @@ from polyjepa.build import (
     load_datasets,
     load_recipe,
     recipe_from_dict,
+    split_augmentations,
+    token_layout,
 )
 from polyjepa.checkpoint import load_file, load_state, save_atomic
 from polyjepa.data import Collate, SeededBatchSampler, SeededDataset
@@ -155,14 +157,17 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         train_set, _, self.meta = load_datasets(recipe)
-        self.objective = build_objective(recipe, self.meta).to(self.device)
+        host_augmentations, device_augmentations = split_augmentations(
+            build_augmentations(recipe, self.meta))
+        self.objective = build_objective(recipe, self.meta, device_augmentations).to(self.device)
         if self.dist.enabled and cfg.train.sync_batchnorm:
             self.objective = convert_global_batchnorm(self.objective)
         self.model: nn.Module = self.objective
         if self.dist.enabled:
             self.model = wrap_ddp(self.objective, self.device)
             seed_everything(cfg.train.seed + self.dist.rank)  # distinct dropout streams per rank
-        self.collate = Collate(build_masker(recipe, self.meta), build_augmentations(recipe, self.meta))
+        masker = build_masker(recipe, self.meta, token_layout(self.objective.online))
+        self.collate = Collate(masker, host_augmentations)
         try:  # batch size vs data size, and data.on_error, are only checkable here
             self.sampler = SeededBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed,
                                               self.dist.rank, self.dist.world_size)

@@ -60,6 +60,8 @@ class Batch:
         masks: index sets for JEPA objectives, sampled in the collate.
         views: augmented views for BYOL-style objectives (each a `RawInput`), sampled in the collate.
         skipped: samples of this batch dropped because they failed to load (`data.on_error=skip`).
+        seed: the batch seed every random choice of this batch derives from (device-side
+            augmentations draw their parameters from it too).
     """
 
     x: RawInput
@@ -67,6 +69,7 @@ class Batch:
     masks: Masks | None = None
     views: list[RawInput] = field(default_factory=list)
     skipped: int = 0
+    seed: int = 0
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -75,6 +78,7 @@ class Batch:
             masks=None if self.masks is None else self.masks.to(device),
             views=[to_device(v, device) for v in self.views],
             skipped=self.skipped,
+            seed=self.seed,
         )
 
 

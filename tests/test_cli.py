@@ -15,7 +15,7 @@ import pytest
 
 from polyjepa.build import load_datasets, load_recipe
 from polyjepa.cli import main
-from polyjepa.config import list_recipes
+from polyjepa.config import list_recipes, read_recipe
 from polyjepa.errors import DataError
 from polyjepa.modalities.tabular.readers import synthetic_frame
 from polyjepa.paths import DATA_ROOT_ENV
@@ -101,9 +101,11 @@ def test_recipes_lists_shipped_recipes(cli):
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.strip()]
     assert [row[0] for row in rows] == list(list_recipes())
-    assert {"t_jepa", "t_jepa_demo"} <= {row[0] for row in rows}
-    assert all(row[1] == "tabular" for row in rows)
-    assert all("arXiv:2410.05016" in " ".join(row) for row in rows)
+    assert {"t_jepa", "t_jepa_demo", "byol_a", "byol_a_demo", "a_jepa"} <= {row[0] for row in rows}
+    for name, modality, *paper in rows:  # each row shows the recipe's own modality and paper
+        raw = read_recipe(list_recipes()[name])
+        assert modality == raw["modality"] and " ".join(paper) == raw["paper"]
+    assert any("arXiv:2410.05016" in " ".join(row) for row in rows)
 
 
 def test_pretrain_bad_override_is_a_one_line_error(cli):

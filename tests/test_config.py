@@ -15,6 +15,7 @@ from polyjepa.build import (
     build_augmentations,
     build_masker,
     build_objective,
+    load_datasets,
     load_recipe,
     recipe_from_dict,
 )
@@ -153,7 +154,6 @@ def test_value_rejected_by_a_component_names_the_field(tiny_recipe, tmp_path):
 
 @pytest.mark.parametrize(("drop", "key"), [
     (("objective",), "objective"),
-    (("model", "tokenizer"), "model.tokenizer"),
     (("modality",), "modality"),
 ])
 def test_missing_required_key(tiny_recipe, drop, key):
@@ -166,6 +166,16 @@ def test_missing_required_key(tiny_recipe, drop, key):
     path.write_text(yaml.safe_dump(raw))
     msg = error_of(path)
     assert f"missing required key '{key}'" in msg and str(path) in msg
+
+
+def test_transformer_without_tokenizer_is_an_error_at_build_time(tiny_recipe):
+    raw = yaml.safe_load(tiny_recipe().read_text())
+    del raw["model"]["tokenizer"]
+    recipe = recipe_from_dict(raw, "r.yaml")
+    meta = load_datasets(recipe)[2]
+    with pytest.raises(ConfigError, match=r"r.yaml: model.tokenizer: encoder 'transformer' reads "
+                                          r"tokens; name a tokenizer"):
+        build_objective(recipe, meta)
 
 
 def test_unknown_recipe_name_lists_shipped_recipes():

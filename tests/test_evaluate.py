@@ -75,7 +75,7 @@ def test_pool_shapes_agree_with_pooled_dim(mode, reg_tokens):
     assert h.shape == (5, reg_tokens + 5, 8)
     out = pool(h, mode, reg_tokens)
     expected = {"mean": 8, "flatten": (reg_tokens + 5) * 8, "prefix": reg_tokens * 8,
-                "mean_max": 16}[mode]
+                "mean_max": 16, "mean_plus_max": 8}[mode]
     assert out.shape == (5, expected)
     assert pooled_dim(backbone, mode, {"num_tokens": 5}) == expected
 
@@ -87,6 +87,7 @@ def test_pool_values():
     assert torch.equal(pool(h, "prefix", 1), h[:, 0])
     body = h[:, 1:]
     assert torch.equal(pool(h, "mean_max", 1), torch.cat([body.mean(1), body.amax(1)], 1))
+    assert torch.equal(pool(h, "mean_plus_max", 1), body.mean(1) + body.amax(1))
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
         pool(h, "max")
     with pytest.raises(ValueError, match="unknown pooling 'max'"):

@@ -28,7 +28,7 @@ def jepa_setup(encoder: dict | None = None, seed: int = 0):
     torch.manual_seed(seed)
     objective = build_objective(recipe, meta)
     collate = Collate(build_masker(recipe, meta))
-    batch = collate([(train[i], 1234) for i in range(B)])
+    batch = collate([(train[i], 1234, 0) for i in range(B)])
     return objective, batch, meta
 
 
@@ -184,7 +184,7 @@ def test_jepa_with_vcreg_regularizer():
     recipe = build(raw)
     train, _, meta = load_datasets(recipe)
     objective = build_objective(recipe, meta)
-    batch = Collate(build_masker(recipe, meta))([(train[i], 5) for i in range(B)])
+    batch = Collate(build_masker(recipe, meta))([(train[i], 5, 0) for i in range(B)])
     seen = []
     objective.regularizers[0].register_forward_hook(lambda m, args, out: seen.append(args[0]))
     loss, logs = objective(batch)

@@ -83,7 +83,8 @@ def test_wheel_entry_points_and_console_script(wheel):
     parser = configparser.ConfigParser(delimiters=("=",))
     parser.optionxform = str  # keep entry-point names as written
     parser.read_string(dist_info(wheel, "entry_points.txt"))
-    assert dict(parser["polyjepa.modalities"]) == {"tabular": "polyjepa.modalities.tabular:plugin"}
+    assert dict(parser["polyjepa.modalities"]) == {"tabular": "polyjepa.modalities.tabular:plugin",
+                                                   "audio": "polyjepa.modalities.audio:plugin"}
     assert parser["console_scripts"]["polyjepa"] == "polyjepa.cli:main"
     metadata = dist_info(wheel, "METADATA")
     assert "Name: polyjepa\n" in metadata

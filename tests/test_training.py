@@ -162,21 +162,24 @@ def test_sampler_permutations_per_epoch_and_rank():
     assert len(sampler) == 10
     epoch0 = list(sampler)
     assert epoch0 == list(sampler)  # deterministic
-    idx0 = [i for b in epoch0 for i, _ in b]
+    idx0 = [i for b in epoch0 for i, _, _ in b]
     assert sorted(idx0) == list(range(100)) and idx0 != list(range(100))
     seeds0 = [b[0][1] for b in epoch0]
-    assert all(len({s for _, s in b}) == 1 for b in epoch0)  # one seed per batch
+    assert all(len({s for _, s, _ in b}) == 1 for b in epoch0)  # one seed per batch
     assert len(set(seeds0)) == 10
     sampler.set_position(1)
     epoch1 = list(sampler)
-    assert [i for b in epoch1 for i, _ in b] != idx0
+    assert [i for b in epoch1 for i, _, _ in b] != idx0
     assert not set(seeds0) & {b[0][1] for b in epoch1}
     sampler.set_position(1, 6)
     assert list(sampler) == epoch1[6:]
+    # positions count micro-batches from the start of training, across epochs
+    assert [b[0][2] for b in epoch0] == list(range(10))
+    assert [b[0][2] for b in epoch1] == list(range(10, 20))
     # two ranks split one permutation without overlap, with their own batch seeds
     ranks = [SeededBatchSampler(100, 10, seed=3, rank=r, world_size=2) for r in (0, 1)]
     assert len(ranks[0]) == 5
-    parts = [[i for b in s for i, _ in b] for s in ranks]
+    parts = [[i for b in s for i, _, _ in b] for s in ranks]
     assert not set(parts[0]) & set(parts[1]) and len(parts[0]) == len(parts[1]) == 50
     with pytest.raises(ValueError, match="lower train.batch_size"):
         SeededBatchSampler(10, 11, seed=0)
