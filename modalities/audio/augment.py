@@ -101,12 +101,12 @@ class RandomResizeCrop(nn.Module):
                  freq_scale: tuple[float, float] = (0.6, 1.5),
                  time_scale: tuple[float, float] = (0.6, 1.5)) -> None:
         super().__init__()
-        for name, (low, high) in (("virtual_crop_scale", virtual_crop_scale),
-                                  ("freq_scale", freq_scale), ("time_scale", time_scale)):
+        for name, (low, high) in (("freq_scale", freq_scale), ("time_scale", time_scale)):
             if not 0 < low <= high:
                 raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
-        if min(virtual_crop_scale) < 1:
-            raise ValueError(f"virtual_crop_scale must be >= 1, got {virtual_crop_scale}")
+        if len(virtual_crop_scale) != 2 or min(virtual_crop_scale) < 1:
+            raise ValueError("virtual_crop_scale must be two canvas factors (frequency, time), each "
+                             f">= 1, got {virtual_crop_scale}")
         self.virtual_crop_scale = tuple(virtual_crop_scale)
         self.freq_scale, self.time_scale = tuple(freq_scale), tuple(time_scale)
 

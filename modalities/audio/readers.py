@@ -160,10 +160,13 @@ def _compile_regex(text: str) -> re.Pattern:
 
 def _read_manifest(path: Path, cfg: AudioDataConfig) -> tuple[list[Clip], list[str | None]]:
     try:
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8"
             sample = f.read(4096)
             f.seek(0)
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample else csv.excel
+            try:
+                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+            except csv.Error:  # one column (paths only), or nothing to go by
+                dialect = csv.excel
             rows = list(csv.reader(f, dialect))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read the manifest ({exc})") from None
@@ -216,7 +219,12 @@ def split_clips(clips: list[Clip], splits: list[str | None], cfg: AudioDataConfi
 
     labels = [c.label for c in clips]
     counts = {lab: labels.count(lab) for lab in set(labels)}
-    stratify = labels if None not in counts and min(counts.values()) >= 2 else None
+    n_test = math.ceil(cfg.test_fraction * len(clips))
+    fits = min(n_test, len(clips) - n_test) >= len(counts)  # every class on both sides
+    stratify = labels if None not in counts and min(counts.values()) >= 2 and fits else None
+    if min(n_test, len(clips) - n_test) < 1:
+        raise DataError(f"{source}: {len(clips)} clips cannot be split with data.test_fraction="
+                        f"{cfg.test_fraction}; add clips or give data.test_path")
     train, test = train_test_split(clips, test_size=cfg.test_fraction,
                                    random_state=cfg.split_seed, stratify=stratify)
     return train, test
@@ -264,9 +272,10 @@ def clip_info(path: Path) -> tuple[int, int]:
     return int(info.frames), int(info.samplerate)
 
 
-def read_audio(path: Path, sample_rate: int, start: float = 0.0,
+def read_audio(path: Path, sample_rate: int, start: int = 0,
                seconds: float | None = None) -> np.ndarray:
-    """Decode `seconds` of `path` from `start` (seconds), as mono float32 at `sample_rate`.
+    """Decode `seconds` of `path` from sample `start` (counted at `sample_rate`), as mono float32
+    at `sample_rate`.
 
     Only the needed frames are read, so a crop of an hour-long file costs a crop.
 
@@ -280,7 +289,7 @@ def read_audio(path: Path, sample_rate: int, start: float = 0.0,
     try:
         with sf.SoundFile(str(path)) as f:
             sr = f.samplerate
-            first = int(start * sr)
+            first = start * sr // sample_rate  # exact in integers (no float round-off)
             count = -1 if seconds is None else int(math.ceil(seconds * sr)) + 16
             f.seek(min(first, max(f.frames - 1, 0)))
             data = f.read(count, dtype="float32", always_2d=True)  # [T, C]
@@ -392,8 +401,7 @@ class AudioFiles(ClipDataset):
         if self.cache or frames <= 4 * length:
             return super().sample(i, generator)
         offset = int(torch.randint(0, frames - length + 1, (), generator=generator))
-        wave = torch.from_numpy(read_audio(self.clips[i].path, self.sample_rate,
-                                           start=offset / self.sample_rate,
+        wave = torch.from_numpy(read_audio(self.clips[i].path, self.sample_rate, start=offset,
                                            seconds=length / self.sample_rate))
         return fit_length(wave, length, 0), self.labels[i]
 
