@@ -167,11 +167,19 @@ def convert_global_batchnorm(module: nn.Module) -> nn.Module:
 def wrap_ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel:
     """`DistributedDataParallel(module)` for this rank's device.
 
+    Buffers of modules marked `rank_local` stay each process's own (DDP would otherwise overwrite
+    them with rank 0's at every forward).
+
     With `GlobalBatchNorm` layers (collectives inside backward), DDP's reducer must search the
     graph for ready parameters (`find_unused_parameters=True`): without it the gradients of a
     BYOL step were measured to stay un-reduced on each rank, silently.
     """
     has_global_bn = any(isinstance(m, GlobalBatchNorm) for m in module.modules())
+    # buffers a module keeps per process (e.g. BYOL-A's Mixup memory) are not broadcast from rank 0
+    local = [f"{name}.{buf}" if name else buf for name, m in module.named_modules()
+             if getattr(m, "rank_local", False) for buf, _ in m.named_buffers(recurse=False)]
+    if local:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, local)
     return DistributedDataParallel(
         module, device_ids=[device] if device.type == "cuda" else None,
         find_unused_parameters=has_global_bn)

@@ -19,3 +19,14 @@ def test_t_jepa_demo_beats_random_init_on_adult(tmp_path):
     assert (result["n_train"], result["n_test"]) == (32561, 16281)
     for probe in ("linear_probe", "knn"):
         assert result[probe]["pretrained"] > result[probe]["random_init"], result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["byol_a_demo", "a_jepa_demo"])
+def test_audio_demos_beat_random_init_on_fsdd(recipe, tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("POLYJEPA_DATA_ROOT", str(shared_data))
+    run = pretrain(recipe, ["train.progress=false"], tmp_path / recipe)
+    result = evaluate_run(run, device="cpu")
+    assert (result["n_train"], result["n_test"]) == (2700, 300)
+    for probe in ("linear_probe", "knn"):
+        assert result[probe]["pretrained"] > result[probe]["random_init"], result

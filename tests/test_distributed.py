@@ -140,3 +140,40 @@ def test_one_failing_rank_stops_the_whole_run(tmp_path, tiny_recipe):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode != 0
     assert "injected failure on rank 1" in proc.stderr
+
+
+class _MixupNet(torch.nn.Module):
+    """A linear layer after BYOL-A's Mixup, whose memory is per process (`rank_local`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from polyjepa.modalities.audio.augment import MixupMemory
+
+        self.mixup = MixupMemory(n_mels=2, num_frames=3, memory_size=4)
+        self.linear = torch.nn.Linear(6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.mixup(x, torch.Generator().manual_seed(0)).flatten(1)).sum()
+
+
+def local_buffer_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    net = _MixupNet()
+    model = wrap_ddp(net, torch.device("cpu"))
+    for step in range(2):  # each rank pushes its own inputs into its memory
+        model(torch.full((2, 1, 2, 3), float(10 * rank + step))).backward()
+    torch.save(net.mixup.memory.clone(), f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_rank_local_buffers_are_not_broadcast(tmp_path):
+    out = str(tmp_path / "memory")
+    mp.start_processes(local_buffer_worker, args=(2, free_port(), out), nprocs=2,
+                       start_method="spawn")
+    for rank in range(2):
+        memory = torch.load(f"{out}.{rank}", weights_only=True)  # [4, 1, 2, 3]
+        expected = torch.tensor([10 * rank, 10 * rank, 10 * rank + 1, 10 * rank + 1.0])
+        assert torch.equal(memory.flatten(1).mean(1), expected), (rank, memory)
