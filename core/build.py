@@ -149,7 +149,8 @@ def build_objective(recipe: Recipe, meta: dict, augmentations: list[Any] = ()) -
                 f"{recipe.source}: model: the byol objective needs a projector and a predictor"
             )
         try:
-            in_dim = pooled_dim(backbone, cfg.objective.get("pooling", "mean"), meta)
+            in_dim = pooled_dim(backbone, cfg.objective.get("pooling", "mean"),
+                                {**meta, **token_layout(backbone)})
         except ValueError as exc:
             raise ConfigError(f"{recipe.source}: objective.pooling: {exc}") from None
         projector = call_factory(cfg.model.projector, "predictor", "model.projector", recipe,

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from polyjepa.build import Recipe, load_datasets, recipe_from_dict
+from polyjepa.build import Recipe, load_datasets, recipe_from_dict, token_layout
 from polyjepa.data import Collate, SeededBatchSampler, SeededDataset, eval_collate
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError, DataError
@@ -125,7 +125,7 @@ def finetune_run(run_dir: str | Path, overrides: list[str] = (), device: str = "
     backbone = load_encoder(run_dir, device=str(dev))
     probe = _frozen_probe(backbone, train_set, test_set, recipe, pooling, dev)
     seed_everything(ft.seed)
-    in_dim = pooled_dim(backbone, pooling, meta)
+    in_dim = pooled_dim(backbone, pooling, {**meta, **token_layout(backbone)})
     model = Classifier(backbone, num_classes, pooling, in_dim, ft.mask_ratio, ft.mask_mode).to(dev)
     optimizer = torch.optim.AdamW(param_groups(model, ft.weight_decay), lr=ft.lr)
     try:

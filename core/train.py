@@ -311,10 +311,11 @@ class Trainer:
             return {}
         std, rank = normalized_std(z), rankme(z)
         t = self.cfg.train
-        if std < t.collapse_std or rank / z.shape[1] < t.collapse_rank:
+        most = min(z.shape)  # a batch of B embeddings has rank at most B
+        if std < t.collapse_std or rank / most < t.collapse_rank:
             warnings.warn(
                 f"step {self.step}: target embeddings may be collapsing (normalised std {std:.3g}, "
-                f"RankMe {rank:.1f} of {z.shape[1]} dims)", stacklevel=2)
+                f"RankMe {rank:.1f} of at most {most})", stacklevel=2)
         return {"embed_std": std, "rankme": rank}
 
     def _request_stop(self, signum: int, frame: Any) -> None:

@@ -138,3 +138,32 @@ def test_device_augmentations_must_come_last():
     assert split_augmentations([host]) == ([host], [])
     with pytest.raises(ConfigError, match="must come after"):
         split_augmentations([dev, host])
+
+
+def test_audio_jepa_pretrains_evaluates_and_finetunes_with_flattened_patches(tmp_path):
+    """The A-JEPA path on the audio plugin's synthetic sounds: log-mel frontend, patch tokenizer,
+    curriculum masker fed the batch position, flatten pooling sized from the tokenizer's layout."""
+    raw = {
+        "modality": "audio", "synthetic": True,
+        "model": {"frontend": {"name": "audio.logmel"},
+                  "tokenizer": {"name": "audio.patches", "dim": 32, "patch": 16},
+                  "encoder": {"name": "transformer", "depth": 1, "num_heads": 2},
+                  "predictor": {"name": "jepa", "dim": 32, "depth": 1, "num_heads": 2}},
+        "masker": {"name": "audio.curriculum", "block": {"min_keep": 4},
+                   "time_frequency": {"min_keep": 4}},
+        "objective": {"name": "jepa", "loss": "mse"},
+        "train": {"max_steps": 3, "batch_size": 16, "device": "cpu", "progress": False,
+                  "log_every": 1, "monitor_every": 1000, "checkpoint_every": 1000},
+        "eval": {"pooling": "flatten", "max_train": 100},
+        "finetune": {"max_steps": 2, "batch_size": 16, "pooling": "flatten", "mask_ratio": 0.1},
+    }
+    recipe = tmp_path / "ajepa.yaml"
+    recipe.write_text(json.dumps(raw))
+    run = pretrain(recipe, [], tmp_path / "run")
+    probes = evaluate_run(run, device="cpu")
+    assert probes["n_train"] == 400 and probes["n_test"] == 100
+    result = finetune_run(run, [], device="cpu", progress=False)
+    assert 0 <= result["finetune"] <= 1 and result["steps"] == 2
+    encoder = load_encoder(run)
+    latents = encoder(torch.zeros(2, 15200))  # 0.95 s at 16 kHz -> 64 x 96 log-mel -> 4 x 6 patches
+    assert latents.shape == (2, 24, 32)
