@@ -12,7 +12,7 @@ Rounds alternate A and B (ABBA) and the median of per-round ratios is reported. 
     logmel_torch_samples_per_s=...     logmel_librosa_samples_per_s=...       logmel_speedup=...
     byol_a_train_samples_per_s=...
 
-Usage: python benchmarks/bench_audio.py [--rounds 6] [--batch 256]
+Usage: python benchmarks/bench_audio.py [--rounds 10] [--batch 256]
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def bench_training(steps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--train-steps", type=int, default=5)
     args = parser.parse_args()

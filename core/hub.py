@@ -60,7 +60,7 @@ def read_any(path: str | Path, source: str | None = None) -> tuple[dict, Path]:
     if source is None and (path.is_dir() or path.name == ENCODER_FILE):
         return read_export(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: checkpoint not found")
     loaded = load_file(path)
     if source is None and isinstance(loaded, dict) and loaded.get("format") == FORMAT:
         return loaded, path
@@ -77,7 +77,7 @@ def read_any(path: str | Path, source: str | None = None) -> tuple[dict, Path]:
             return {"format": FORMAT, "config": config, "meta": meta, "state_dict": state}, path
     if source is not None:
         raise CheckpointError(f"{path}: not a '{source}' checkpoint")
-    raise CheckpointError(f"{path}: neither a polyjepa export nor a checkpoint any installed "
+    raise CheckpointError(f"{path}: not a polyjepa encoder export, nor a checkpoint an installed "
                           f"importer recognises ({', '.join(sorted(importers)) or 'none'})")
 
 

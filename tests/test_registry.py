@@ -183,7 +183,7 @@ def test_broken_modality_is_reported_and_does_not_stop_tabular(site):
     site.activate()
     with pytest.warns(UserWarning, match="polyjepa plugin failed to load: modality 'brokenmod'"):
         modalities = registry.list_modalities()
-    assert modalities == {"tabular": "polyjepa"}
+    assert modalities == {"tabular": "polyjepa", "audio": "polyjepa"}
     (failure,) = registry.plugin_failures()
     assert "modality 'brokenmod'" in failure
     assert "polyjepa-broken" in failure
@@ -225,14 +225,14 @@ def test_same_target_from_two_distributions_is_not_a_clash(site):
     site.install("polyjepa-alias", {registry.MODALITY_GROUP: {
         "tabular": "polyjepa.modalities.tabular:plugin"}})
     site.activate()
-    assert set(registry.list_modalities()) == {"tabular"}
+    assert set(registry.list_modalities()) == {"tabular", "audio"}
     assert registry.get_modality("tabular").components["feature"].__name__ == "FeatureTokenizer"
     assert registry.plugin_failures() == []
 
 
 def test_component_for_a_missing_modality_or_taken_name_is_a_failure(site):
     site.install_extra({"polyjepa.components": {
-        "audio.spectrogram": "polyjepa_extra:MLPTokenizer",
+        "lidar.spectrogram": "polyjepa_extra:MLPTokenizer",
         "tabular.feature": "polyjepa_extra:MLPTokenizer",
         "noprefix": "polyjepa_extra:MLPTokenizer",
     }})
@@ -242,14 +242,14 @@ def test_component_for_a_missing_modality_or_taken_name_is_a_failure(site):
     failures = registry.plugin_failures()
     assert len(failures) == 3, failures
     by_name = {f.split("'")[1]: f for f in failures}
-    assert "modality 'audio' is not installed" in by_name["audio.spectrogram"]
-    assert "polyjepa-extra" in by_name["audio.spectrogram"]
+    assert "modality 'lidar' is not installed" in by_name["lidar.spectrogram"]
+    assert "polyjepa-extra" in by_name["lidar.spectrogram"]
     assert "already provided by polyjepa" in by_name["tabular.feature"]
     assert "modality.name" in by_name["noprefix"]
     # the good component of the same distribution still loads; the built-in keeps its name
     assert comps["tabular.mlp_tokenizer"].origin == "polyjepa-extra"
     assert comps["tabular.feature"].origin == "polyjepa"
-    assert not any(name.startswith("audio.") for name in comps)
+    assert not any(name.startswith("lidar.") for name in comps)
 
 
 def test_polyjepa_list_cli_shows_builtins_third_party_and_failures(tmp_path):
@@ -264,7 +264,8 @@ def test_polyjepa_list_cli_shows_builtins_third_party_and_failures(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     modalities = lines[lines.index("modalities:") + 1: lines.index("components:")]
-    assert [line.split() for line in modalities] == [["tabular", "(polyjepa)"]]
+    assert [line.split() for line in modalities] == [["audio", "(polyjepa)"],
+                                                      ["tabular", "(polyjepa)"]]
     rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("  ")}
     assert rows["transformer"] == ["encoder", "(polyjepa)"]
     assert rows["tabular.feature"] == ["tokenizer", "(polyjepa)"]

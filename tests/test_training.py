@@ -271,7 +271,7 @@ def test_accumulate_consumes_micro_batches_in_order(tmp_path, monkeypatch):
     sampler = SeededBatchSampler(1600, 32, seed=0)
     train = load_datasets(build(tiny_recipe()))[0]
     for got, batch in zip(seen, list(sampler)[:6], strict=True):
-        assert torch.equal(got, torch.stack([train[i][0]["num"] for i, _ in batch]))
+        assert torch.equal(got, torch.stack([train[i][0]["num"] for i, _, _ in batch]))
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["samples_per_s"] > 0 for r in rows)

@@ -12,7 +12,6 @@ post-normalisation. Pre-normalisation with dataset statistics is the log-mel fro
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 EPS = float(torch.finfo(torch.float32).eps)
@@ -30,7 +29,8 @@ def log_mixup_exp(x: Tensor, z: Tensor, lam: Tensor) -> Tensor:
         lam: `[B]` mixing weights of `z`.
     """
     lam = lam.view(-1, *([1] * (x.dim() - 1)))
-    return torch.log((1 - lam) * x.exp() + lam * z.exp() + EPS)
+    mixed = x.exp().mul_(1 - lam)  # in place on fresh tensors: half the memory traffic
+    return mixed.addcmul_(lam, z.exp()).add_(EPS).log_()
 
 
 class MixupMemory(nn.Module):
@@ -80,14 +80,59 @@ class MixupMemory(nn.Module):
         return out
 
 
+def _cubic_weights(t: Tensor, a: float = -0.75) -> Tensor:
+    """Bicubic convolution weights of the 4 taps around fractional offsets `t [...]` -> `[..., 4]`
+    (Keys' kernel with a = -0.75, as `F.interpolate(mode="bicubic")`)."""
+
+    def near(x: Tensor) -> Tensor:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: Tensor) -> Tensor:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=-1)
+
+
+def resize_taps(start: Tensor, size: Tensor, out: int, length: int,
+                offset: int) -> tuple[Tensor, Tensor]:
+    """Bicubic taps that crop `[start, start + size)` of a canvas and resize it to `out` samples
+    with align-corners geometry, exactly as `F.interpolate(crop, mode="bicubic",
+    align_corners=True)` does (taps clamped to the crop).
+
+    The input of `length` samples sits at `offset` in the canvas; canvas samples outside it are
+    zeros, so their weights are zero.
+
+    Returns:
+        `(index [B, out, 4] long into the input, weight [B, out, 4] float64)`.
+    """
+    steps = torch.arange(out, dtype=torch.float64)
+    zero = torch.zeros(size.shape, dtype=torch.float64)
+    scale = torch.where(size > 1, (size - 1) / max(out - 1, 1), zero)
+    src = steps[None] * scale[:, None]  # [B, out], coordinates inside the crop
+    base = src.floor()
+    weight = _cubic_weights(src - base)  # [B, out, 4]
+    taps = base[..., None].long() + torch.arange(-1, 3)  # [B, out, 4]
+    taps = torch.minimum(taps.clamp_min(0), (size[:, None, None] - 1).long())  # clamp to crop
+    index = taps + start[:, None, None].long() - offset  # input coordinates
+    inside = (index >= 0) & (index < length)
+    return index.clamp(0, length - 1), weight * inside
+
+
+def resize_matrix(index: Tensor, weight: Tensor, length: int) -> Tensor:
+    """Dense per-example resampling matrices `[B, out, length]` from taps `[B, out, 4]`."""
+    b, out, _ = index.shape
+    return torch.zeros(b, out, length).scatter_add_(2, index, weight.float())
+
+
 class RandomResizeCrop(nn.Module):
-    """BYOL-A's random resize crop on a virtual canvas, batched with `grid_sample`.
+    """BYOL-A's random resize crop on a virtual canvas, batched as two matrix products.
 
     Each log-mel `[F, T]` sits in the middle of a zero canvas `[F * vf, T * vt]` (`vf, vt` =
     `virtual_crop_scale`); a crop of `h = F * U(freq_scale)`, `w = T * U(time_scale)` (clipped to
-    the canvas) at a uniform position is resized back to `[F, T]` bicubically (align-corners
-    geometry, as the official `F.interpolate` call). Unlike cropping then resizing, bicubic
-    weights at the crop's border read the canvas just outside it.
+    the canvas) at a uniform position is resized back to `[F, T]` bicubically. Crop-then-resize is
+    separable, so each example is `R_f @ (x @ R_t^T)` with per-example resampling matrices whose
+    4-tap bicubic rows reproduce the official `F.interpolate(..., "bicubic", align_corners=True)`
+    of the crop exactly (`R_f` is skipped where it is the identity).
 
     Args:
         virtual_crop_scale: canvas size over the input, (frequency, time).
@@ -120,19 +165,22 @@ class RandomResizeCrop(nn.Module):
         return torch.stack([top, left, h, w], dim=1)
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        b, _, f, t = x.shape
-        top, left, h, w = self.crop_boxes(b, f, t, generator).to(x.device, torch.float32).unbind(1)
-        x0 = (int(t * self.virtual_crop_scale[1]) - t) // 2  # the input's offset in the canvas
-        y0 = (int(f * self.virtual_crop_scale[0]) - f) // 2
-        rows = torch.linspace(0, 1, f, device=x.device)  # output pixel -> fraction of the crop
-        cols = torch.linspace(0, 1, t, device=x.device)
-        y = top[:, None] + rows[None] * (h[:, None] - 1) - y0  # [B, F] input pixel coordinates
-        xs = left[:, None] + cols[None] * (w[:, None] - 1) - x0  # [B, T]
-        gy = 2 * y / max(f - 1, 1) - 1
-        gx = 2 * xs / max(t - 1, 1) - 1
-        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
-        return F.grid_sample(x, grid.to(x.dtype), mode="bicubic", padding_mode="zeros",
-                             align_corners=True)
+        b, c, f, t = x.shape
+        top, left, h, w = self.crop_boxes(b, f, t, generator).unbind(1)
+        y0 = (int(f * self.virtual_crop_scale[0]) - f) // 2  # the input's offset in the canvas
+        x0 = (int(t * self.virtual_crop_scale[1]) - t) // 2
+        cols = resize_matrix(*resize_taps(left, w, t, t, x0), t).to(x.device, x.dtype)  # [B, T, T]
+        flat = x.reshape(b * c, f, t)  # channels share their example's crop
+        out = torch.bmm(flat, cols.repeat_interleave(c, 0).transpose(1, 2))  # [B * C, F, T]
+        # a full-height crop of a canvas no taller than the input is the identity along
+        # frequency (BYOL-A: about half the examples); resample only the others
+        moved = ((h != f) | (top != y0)).nonzero().flatten()
+        if moved.numel():
+            rows = resize_matrix(*resize_taps(top[moved], h[moved], f, f, y0), f)  # [M, F, F]
+            rows = rows.to(x.device, x.dtype).repeat_interleave(c, 0)
+            sel = (moved[:, None] * c + torch.arange(c)).flatten().to(x.device)
+            out.index_copy_(0, sel, torch.bmm(rows, out.index_select(0, sel)))
+        return out.view(b, c, f, t)
 
 
 class RandomLinearFader(nn.Module):
@@ -162,6 +210,5 @@ class BatchNormalize(nn.Module):
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
         dims = [0, *range(2, x.dim())]
-        mean = x.mean(dim=dims, keepdim=True)
-        std = x.std(dim=dims, keepdim=True).clamp_min(EPS)
-        return (x - mean) / std
+        std, mean = torch.std_mean(x, dim=dims, keepdim=True)
+        return (x - mean).div_(std.clamp_min(EPS))

@@ -651,7 +651,8 @@ def test_fsdd_demo_data_section(shared_data, monkeypatch):
     assert torch.bincount(test.labels, minlength=10).tolist() == [30] * 10
     assert np.isfinite([meta["norm_mean"], meta["norm_std"]]).all() and meta["norm_std"] > 0
     wave, label = train.sample(0, torch.Generator().manual_seed(0))
-    assert wave.shape == (CROP,) and meta["class_names"][int(label)] == train.clips[0].label
+    assert wave.shape == (meta["clip_samples"],) == (7600,)  # 0.95 s at 8 kHz
+    assert meta["class_names"][int(label)] == train.clips[0].label
 
 
 def test_fsdd_speaker_disjoint_split(shared_data):
