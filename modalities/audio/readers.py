@@ -18,6 +18,7 @@ longest of the split.
 
 from __future__ import annotations
 
+import abc
 import csv
 import math
 import re
@@ -319,7 +320,7 @@ def fit_length(wave: Tensor, length: int, offset: int) -> Tensor:
 # Dataset
 
 
-class ClipDataset(Dataset):
+class ClipDataset(Dataset, abc.ABC):
     """Clips as `(wave [L] float32, label index)` at a fixed rate; label -1 when unlabelled.
 
     `L` is `clip_seconds * sample_rate` for training and centre crops, or the longest clip of the
@@ -346,9 +347,9 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frames)
 
+    @abc.abstractmethod
     def wave(self, i: int) -> Tensor:
         """The whole clip `i`, `[T]` float32."""
-        raise NotImplementedError
 
     def sample(self, i: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """A training crop of clip `i` at an offset drawn from `generator`."""
