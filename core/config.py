@@ -246,6 +246,19 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def check_override_scope(overrides: list[str], sections: tuple[str, ...], command: str) -> None:
+    """Commands that reuse a finished run (eval, finetune, import) may change only `sections`.
+
+    Raises:
+        ConfigError: naming the command, the sections it accepts and the first other override.
+    """
+    bad = [o for o in overrides if o.partition(".")[0] not in sections]
+    if bad:
+        names = [f"{s}.*" for s in sections]
+        allowed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise ConfigError(f"{command}: only {allowed} may be overridden, got {bad[0]}")
+
+
 def recipes_dir() -> Path:
     """Folder of the recipes shipped with polyjepa."""
     return Path(str(importlib.resources.files("polyjepa.recipes")))

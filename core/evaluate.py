@@ -18,9 +18,10 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader
 
+from polyjepa import config as C
 from polyjepa.build import build_backbone, load_datasets, recipe_from_dict
 from polyjepa.data import eval_collate
-from polyjepa.errors import ConfigError, DataError
+from polyjepa.errors import DataError
 from polyjepa.hub import load_encoder, read_export, read_run_config
 from polyjepa.paths import data_root
 from polyjepa.pooling import pool
@@ -60,7 +61,8 @@ def knn_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     return float(model.score(x_test, y_test))
 
 
-def _subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
+def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
+    """At most `limit` rows of `(x, y)`, drawn without replacement with `seed`."""
     if limit is None or len(x) <= limit:
         return x, y
     keep = np.random.default_rng(seed).choice(len(x), size=limit, replace=False)
@@ -85,9 +87,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
         names `pretrained`, `random_init`, `raw_features`.
     """
     run_dir = Path(run_dir)
-    bad = [o for o in overrides if not o.startswith(("data.", "eval."))]
-    if bad:
-        raise ConfigError(f"eval: only data.* and eval.* may be overridden, got {bad[0]}")
+    C.check_override_scope(list(overrides), ("data", "eval"), "eval")
     recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"),
                               list(overrides))
     cfg = recipe.cfg.eval
@@ -124,7 +124,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
     result: dict = {"linear_probe": {}, "knn": {}}
     for name in ENCODERS:
         (x_tr, y_tr), (x_te, y_te) = splits[name]
-        x_tr, y_tr = _subsample(x_tr, y_tr, cfg.max_train, cfg.seed)
+        x_tr, y_tr = subsample(x_tr, y_tr, cfg.max_train, cfg.seed)
         result["linear_probe"][name] = linear_probe(x_tr, y_tr, x_te, y_te, cfg.seed)
         result["knn"][name] = knn_probe(x_tr, y_tr, x_te, y_te, cfg.knn_k)
     result["n_train"] = int(len(splits["pretrained"][0][1]))

@@ -13,17 +13,17 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from polyjepa.build import Recipe, load_datasets, recipe_from_dict, token_layout
+from polyjepa.config import check_override_scope
 from polyjepa.data import Collate, SeededBatchSampler, SeededDataset, eval_collate
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError, DataError
-from polyjepa.evaluate import embed, linear_probe
+from polyjepa.evaluate import embed, linear_probe, subsample
 from polyjepa.hub import load_encoder, read_run_config
 from polyjepa.pooling import pool, pooled_dim
 from polyjepa.schedules import warmup_cosine
@@ -108,11 +108,7 @@ def finetune_run(run_dir: str | Path, overrides: list[str] = (), device: str = "
         "steps"}`, also written to `run_dir/finetune.json`.
     """
     run_dir = Path(run_dir)
-    allowed = ("finetune.", "data.", "eval.")
-    bad = [o for o in overrides if not o.startswith(allowed)]
-    if bad:
-        raise ConfigError(f"finetune: only finetune.*, data.* and eval.* may be overridden, "
-                          f"got {bad[0]}")
+    check_override_scope(list(overrides), ("finetune", "data", "eval"), "finetune")
     recipe: Recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"),
                                       list(overrides))
     ft = recipe.cfg.finetune
@@ -176,9 +172,7 @@ def _frozen_probe(backbone: Backbone, train_set, test_set, recipe: Recipe, pooli
     cfg = recipe.cfg.eval
     x_tr, y_tr = embed(backbone, train_set, pooling, cfg.batch_size, device, backbone.num_prefix_tokens)
     x_te, y_te = embed(backbone, test_set, pooling, cfg.batch_size, device, backbone.num_prefix_tokens)
-    if cfg.max_train is not None and len(x_tr) > cfg.max_train:
-        keep = np.random.default_rng(cfg.seed).choice(len(x_tr), cfg.max_train, replace=False)
-        x_tr, y_tr = x_tr[keep], y_tr[keep]
+    x_tr, y_tr = subsample(x_tr, y_tr, cfg.max_train, cfg.seed)
     return linear_probe(x_tr, y_tr, x_te, y_te, cfg.seed)
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from polyjepa.build import build_backbone, recipe_from_dict
 from polyjepa.checkpoint import load_file, load_state, save_atomic
-from polyjepa.config import to_dict
+from polyjepa.config import check_override_scope, to_dict
 from polyjepa.encoders import Backbone
 from polyjepa.errors import CheckpointError, ConfigError
 from polyjepa.registry import list_importers
@@ -91,9 +91,7 @@ def import_checkpoint(file: str | Path, out_dir: str | Path, source: str | None 
     """
     from polyjepa.build import load_datasets
 
-    bad = [o for o in overrides if not o.startswith(("data.", "eval."))]
-    if bad:
-        raise ConfigError(f"import: only data.* and eval.* may be overridden, got {bad[0]}")
+    check_override_scope(list(overrides), ("data", "eval"), "import")
     blob, path = read_any(file, source)
     recipe = recipe_from_dict(blob["config"], str(path), list(overrides))
     meta = blob["meta"]
