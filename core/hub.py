@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from torch import nn
 
-from polyjepa.build import build_backbone, recipe_from_dict
+from polyjepa.build import build_backbone, load_datasets, recipe_from_dict
 from polyjepa.checkpoint import load_file, load_state, save_atomic
 from polyjepa.config import check_override_scope, to_dict
 from polyjepa.encoders import Backbone
@@ -89,17 +89,15 @@ def import_checkpoint(file: str | Path, out_dir: str | Path, source: str | None 
     statistics are computed on it (what the original authors do per downstream task), so that
     `polyjepa eval` and `embed` work on the result.
     """
-    from polyjepa.build import load_datasets
-
     check_override_scope(list(overrides), ("data", "eval"), "import")
+    out = Path(out_dir)
+    if (out / ENCODER_FILE).exists():  # before reading the checkpoint and any data
+        raise ConfigError(f"--out {out} already holds an encoder; choose another --out")
     blob, path = read_any(file, source)
     recipe = recipe_from_dict(blob["config"], str(path), list(overrides))
     meta = blob["meta"]
     if overrides:
         meta = {**meta, **load_datasets(recipe)[2]}
-    out = Path(out_dir)
-    if (out / ENCODER_FILE).exists():
-        raise ConfigError(f"--out {out} already holds an encoder; choose another --out")
     backbone = build_backbone(recipe, meta)
     load_state(backbone, blob["state_dict"], path)
     out.mkdir(parents=True, exist_ok=True)
