@@ -11,6 +11,8 @@ post-normalisation. Pre-normalisation with dataset statistics is the log-mel fro
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -28,9 +30,13 @@ def log_mixup_exp(x: Tensor, z: Tensor, lam: Tensor) -> Tensor:
         x, z: `[B, ...]` log-mel batches.
         lam: `[B]` mixing weights of `z`.
     """
+    return mix_linear(x.exp(), z.exp(), lam)
+
+
+def mix_linear(x: Tensor, z: Tensor, lam: Tensor) -> Tensor:
+    """`log((1 - λ) x + λ z + eps)` of linear-domain batches `[B, ...]`, overwriting `x`."""
     lam = lam.view(-1, *([1] * (x.dim() - 1)))
-    mixed = x.exp().mul_(1 - lam)  # in place on fresh tensors: half the memory traffic
-    return mixed.addcmul_(lam, z.exp()).add_(EPS).log_()
+    return x.mul_(1 - lam).addcmul_(lam, z).add_(EPS).log_()
 
 
 class MixupMemory(nn.Module):
@@ -38,8 +44,10 @@ class MixupMemory(nn.Module):
 
     Each example is mixed with a random memory entry, with weight λ ~ U[0, ratio); then the
     batch's unmixed inputs are pushed into the memory (oldest out). An empty memory mixes
-    nothing. The memory is a buffer: it is checkpointed with the objective, so a resumed run
-    mixes exactly as an uninterrupted one. Under DDP each process keeps its own memory.
+    nothing. The memory holds entries in the linear domain (`exp` of the log-mel), so each
+    batch takes one `exp` and one `log`. It is a buffer: it is checkpointed with the objective,
+    so a resumed run mixes exactly as an uninterrupted one. Under DDP each process keeps its own
+    memory.
 
     Args:
         n_mels, num_frames: `F, T` of the log-mel inputs (from the dataset's meta).
@@ -71,13 +79,14 @@ class MixupMemory(nn.Module):
         lam = (self.ratio * torch.rand(b, generator=generator)).to(x.device)
         filled = int(self.filled)
         choice = torch.randint(0, max(filled, 1), (b,), generator=generator).to(x.device)
-        out = log_mixup_exp(x, self.memory[choice], lam) if filled else x
-        kept = x[-size:].detach()  # push (the newest `size` of) this batch, oldest entries out
+        partners = self.memory[choice] if filled else None  # drawn before this batch is pushed
+        linear = x.detach().exp()
+        kept = linear[-size:]  # push (the newest `size` of) this batch, oldest entries out
         slots = (int(self.head) + torch.arange(kept.shape[0], device=x.device)) % size
         self.memory[slots] = kept.to(self.memory.dtype)
         self.head.fill_((int(self.head) + kept.shape[0]) % size)
         self.filled.fill_(min(filled + kept.shape[0], size))
-        return out
+        return x if partners is None else mix_linear(linear, partners, lam)
 
 
 def _cubic_weights(t: Tensor, a: float = -0.75) -> Tensor:
@@ -119,9 +128,11 @@ def resize_taps(start: Tensor, size: Tensor, out: int, length: int,
 
 
 def resize_matrix(index: Tensor, weight: Tensor, length: int) -> Tensor:
-    """Dense per-example resampling matrices `[B, out, length]` from taps `[B, out, 4]`."""
+    """Dense per-example resampling matrices, transposed: `[B, length, out]` from taps
+    `[B, out, 4]`, so that `x [B, ..., length] @ matrix` resamples the last axis."""
     b, out, _ = index.shape
-    return torch.zeros(b, out, length).scatter_add_(2, index, weight.float())
+    matrix = torch.zeros(b, length, out)
+    return matrix.scatter_add_(1, index.transpose(1, 2), weight.float().transpose(1, 2))
 
 
 class RandomResizeCrop(nn.Module):
@@ -130,7 +141,7 @@ class RandomResizeCrop(nn.Module):
     Each log-mel `[F, T]` sits in the middle of a zero canvas `[F * vf, T * vt]` (`vf, vt` =
     `virtual_crop_scale`); a crop of `h = F * U(freq_scale)`, `w = T * U(time_scale)` (clipped to
     the canvas) at a uniform position is resized back to `[F, T]` bicubically. Crop-then-resize is
-    separable, so each example is `R_f @ (x @ R_t^T)` with per-example resampling matrices whose
+    separable, so each example is `R_f @ x @ R_t^T` with per-example resampling matrices whose
     4-tap bicubic rows reproduce the official `F.interpolate(..., "bicubic", align_corners=True)`
     of the crop exactly (`R_f` is skipped where it is the identity).
 
@@ -170,17 +181,15 @@ class RandomResizeCrop(nn.Module):
         y0 = (int(f * self.virtual_crop_scale[0]) - f) // 2  # the input's offset in the canvas
         x0 = (int(t * self.virtual_crop_scale[1]) - t) // 2
         cols = resize_matrix(*resize_taps(left, w, t, t, x0), t).to(x.device, x.dtype)  # [B, T, T]
-        flat = x.reshape(b * c, f, t)  # channels share their example's crop
-        out = torch.bmm(flat, cols.repeat_interleave(c, 0).transpose(1, 2))  # [B * C, F, T]
+        out = x @ cols[:, None]  # [B, C, F, T]; channels share their example's crop
         # a full-height crop of a canvas no taller than the input is the identity along
         # frequency (BYOL-A: about half the examples); resample only the others
-        moved = ((h != f) | (top != y0)).nonzero().flatten()
+        moved = ((h != f) | (top != y0)).nonzero().flatten().to(x.device)
         if moved.numel():
-            rows = resize_matrix(*resize_taps(top[moved], h[moved], f, f, y0), f)  # [M, F, F]
-            rows = rows.to(x.device, x.dtype).repeat_interleave(c, 0)
-            sel = (moved[:, None] * c + torch.arange(c)).flatten().to(x.device)
-            out.index_copy_(0, sel, torch.bmm(rows, out.index_select(0, sel)))
-        return out.view(b, c, f, t)
+            rows = resize_matrix(*resize_taps(top[moved.cpu()], h[moved.cpu()], f, f, y0), f)
+            rows = rows.to(x.device, x.dtype).transpose(1, 2)[:, None]  # [M, 1, F, F]
+            out.index_copy_(0, moved, rows @ out.index_select(0, moved))
+        return out
 
 
 class RandomLinearFader(nn.Module):
@@ -210,5 +219,9 @@ class BatchNormalize(nn.Module):
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
         dims = [0, *range(2, x.dim())]
-        std, mean = torch.std_mean(x, dim=dims, keepdim=True)
-        return (x - mean).div_(std.clamp_min(EPS))
+        centred = x - x.mean(dim=dims, keepdim=True)
+        # two passes (mean, then the norm of the centred batch): several times faster on CPU
+        # than torch.std's single-pass Welford, and as accurate
+        count = x.numel() // x.shape[1]
+        norm = torch.linalg.vector_norm(centred, dim=dims, keepdim=True)
+        return centred.div_((norm / math.sqrt(max(count - 1, 1))).clamp_min(EPS))

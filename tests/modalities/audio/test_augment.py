@@ -72,7 +72,8 @@ def numbered(first: int, count: int, f: int = 2, t: int = 3) -> torch.Tensor:
 
 
 def entry_ids(memory: torch.Tensor) -> list[int]:
-    return [int(v) for v in memory.mean(dim=(1, 2, 3)).round().tolist()]
+    """Ids of the entries of a (linear-domain) memory filled by `numbered`."""
+    return [int(v) for v in memory.log().mean(dim=(1, 2, 3)).round().tolist()]
 
 
 def test_mixup_empty_memory_passes_through_and_stores_the_batch():
@@ -81,13 +82,13 @@ def test_mixup_empty_memory_passes_through_and_stores_the_batch():
     out = m(x, gen(0))
     assert torch.equal(out, x)
     assert int(m.filled) == 4 and int(m.head) == 4
-    assert torch.equal(m.memory[:4], x)
+    torch.testing.assert_close(m.memory[:4], x.exp())  # stored in the linear domain
     assert torch.equal(m.memory[4:], torch.zeros(12, 1, 8, 10))
     # the next batch is mixed, and what is stored is its unmixed input
     x2 = lms(4, seed=6)
     out2 = m(x2, gen(1))
     assert not torch.allclose(out2, x2)
-    assert torch.equal(m.memory[4:8], x2)
+    torch.testing.assert_close(m.memory[4:8], x2.exp())
     assert int(m.filled) == 8
 
 
@@ -102,7 +103,7 @@ def test_mixup_matches_hand_computation_from_the_same_generator():
     g = gen(42)  # the draws in the module's order: lambda per example, then the memory entry
     lam = ratio * torch.rand(5, generator=g)
     choice = torch.randint(0, filled, (5,), generator=g)
-    z = memory[choice].double()
+    z = memory[choice].double().log()  # the memory holds linear-domain entries
     ld = lam.double().view(-1, 1, 1, 1)
     expected = torch.log((1 - ld) * x.double().exp() + ld * z.exp() + EPS)
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
