@@ -99,7 +99,7 @@ def build_backbone(recipe: Recipe, meta: dict) -> Backbone:
     frontend = None
     if model.frontend is not None:
         frontend = call_factory(model.frontend, "frontend", "model.frontend", recipe, meta)
-    context = dict(meta)
+    context = {**meta, **getattr(frontend, "layout", {})}
     tokenizer: nn.Module = nn.Identity()
     if model.tokenizer is not None:
         tokenizer = call_factory(model.tokenizer, "tokenizer", "model.tokenizer", recipe, meta)
@@ -119,8 +119,9 @@ def build_backbone(recipe: Recipe, meta: dict) -> Backbone:
 
 
 def token_layout(backbone: Backbone) -> dict:
-    """What a tokenizer tells maskers about its tokens (e.g. `num_tokens`, `grid`), if anything."""
-    return dict(getattr(backbone.tokenizer, "layout", {}))
+    """What the frontend and tokenizer tell maskers about the tokens (e.g. `num_tokens`, `grid`:
+    a point-cloud frontend knows its group count), if anything; the tokenizer's word wins."""
+    return {**getattr(backbone.frontend, "layout", {}), **getattr(backbone.tokenizer, "layout", {})}
 
 
 def build_objective(recipe: Recipe, meta: dict, augmentations: list[Any] = ()) -> nn.Module:

@@ -85,6 +85,12 @@ class EvalConfig:
     knn_k: int = 20
     max_train: int | None = None  # subsample the probe's training split (seeded) when large
     seed: int = 0
+    protocols: list[str] = field(default_factory=lambda: ["linear_probe", "knn"])  # + svm, few_shot
+    svm_c: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.012, 0.03, 0.1, 0.3, 1.0])
+    few_shot_ways: int | None = None  # None: min(5, number of classes)
+    few_shot_shots: list[int] = field(default_factory=lambda: [10, 20])
+    few_shot_queries: int = 20  # test samples per class and episode (fewer if a class has fewer)
+    few_shot_episodes: int = 10
 
 
 @dataclass

@@ -112,7 +112,8 @@ class Collate:
 
     Args:
         masker: `(batch_size, generator) -> Masks`, for JEPA objectives.
-        augmentations: applied in order to the batched input to make each view (BYOL).
+        augmentations: applied in order to the batched input to make each view (BYOL), or to
+            the input itself when `num_views` is 0 (JEPA: one augmented view, then masked).
         num_views: views to make when `augmentations` is given.
     """
 
@@ -135,7 +136,10 @@ class Collate:
             masks = (self.masker(len(samples), g, position) if progressive
                      else self.masker(len(samples), g))
         views = []
-        if self.augmentations:
+        if self.augmentations and not self.num_views:
+            for augment in self.augmentations:
+                x = augment(x, g)
+        elif self.augmentations:
             for _ in range(self.num_views):
                 view = x
                 for augment in self.augmentations:

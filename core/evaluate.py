@@ -1,4 +1,9 @@
-"""Frozen-encoder evaluation: linear probe and kNN, always beside two baselines on the same split.
+"""Frozen-encoder evaluation, always beside two baselines on the same split.
+
+Protocols (`eval.protocols`): `linear_probe` (logistic regression), `knn`, `svm` (linear SVM, C
+chosen by cross-validation on the training split: Point-JEPA's and point2vec's protocol), and
+`few_shot` (N-way K-shot episodes: a linear SVM on K labelled training samples per class, scored
+on queries of the test split; mean and std over seeded episodes).
 
 Baselines: the same architecture randomly initialised (what pretraining adds over the
 architecture's inductive bias) and a probe on the raw features (what it adds over the input).
@@ -11,23 +16,25 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 from torch import nn
 from torch.utils.data import DataLoader
 
 from polyjepa import config as C
 from polyjepa.build import build_backbone, load_datasets, recipe_from_dict
 from polyjepa.data import eval_collate
-from polyjepa.errors import DataError
+from polyjepa.errors import ConfigError, DataError
 from polyjepa.hub import load_encoder, read_export, read_run_config
 from polyjepa.paths import data_root
 from polyjepa.pooling import pool
 from polyjepa.train import resolve_device, seed_everything
 
 ENCODERS = ("pretrained", "random_init", "raw_features")
+PROTOCOLS = ("linear_probe", "knn", "svm", "few_shot")
 
 
 @torch.no_grad()
@@ -59,6 +66,86 @@ def knn_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     model = make_pipeline(StandardScaler(), KNeighborsClassifier(k, weights="distance"))
     model.fit(x_train, y_train)
     return float(model.score(x_test, y_test))
+
+
+def svm_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+              cs: list[float], folds: int = 5) -> tuple[float, float]:
+    """Accuracy of a linear SVM on standardised features, and its C: the value of `cs` with the
+    best mean accuracy in stratified `folds`-fold cross-validation on the training split (the
+    only value when `cs` has one)."""
+    model = make_pipeline(StandardScaler(), SVC(kernel="linear", C=cs[0]))
+    counts = np.unique(y_train, return_counts=True)[1]
+    folds = min(folds, int(counts.min()))
+    if len(cs) > 1 and folds >= 2:
+        search = GridSearchCV(model, {"svc__C": list(cs)},
+                              cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+        model = search.fit(x_train, y_train).best_estimator_
+    else:
+        model.fit(x_train, y_train)
+    return float(model.score(x_test, y_test)), float(model[-1].C)
+
+
+def few_shot(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+             ways: int, shots: int, queries: int, episodes: int, c: float,
+             seed: int = 0) -> tuple[float, float]:
+    """Mean and std accuracy over `episodes` N-way K-shot episodes.
+
+    Each episode draws `ways` classes (among those with at least `shots` training and one test
+    sample), `shots` training samples of each as the support set and up to `queries` test
+    samples of each as queries, and fits a linear SVM (`C = c`) on the standardised support.
+
+    Raises:
+        DataError: fewer than `ways` classes have enough samples.
+    """
+    classes = [k for k in np.unique(y_train)
+               if (y_train == k).sum() >= shots and (y_test == k).any()]
+    if len(classes) < ways:
+        raise DataError(f"few-shot {ways}-way {shots}-shot: only {len(classes)} classes have "
+                        f"{shots} training samples and a test sample; lower eval.few_shot_ways "
+                        "or eval.few_shot_shots")
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(episodes):
+        chosen = rng.choice(classes, size=ways, replace=False)
+        support = np.concatenate([rng.choice(np.flatnonzero(y_train == k), shots, replace=False)
+                                  for k in chosen])
+        query = np.concatenate([rng.permutation(np.flatnonzero(y_test == k))[:queries]
+                                for k in chosen])
+        model = make_pipeline(StandardScaler(), SVC(kernel="linear", C=c))
+        model.fit(x_train[support], y_train[support])
+        scores.append(model.score(x_test[query], y_test[query]))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def run_protocols(splits: dict, cfg, classes: int) -> dict:
+    """Every protocol of `cfg.protocols` on each encoder's `((x_tr, y_tr), (x_te, y_te))`."""
+    unknown = [p for p in cfg.protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"eval.protocols: '{unknown[0]}' is not one of {', '.join(PROTOCOLS)}")
+    result: dict = {p: {} for p in cfg.protocols if p != "few_shot"}
+    if "few_shot" in cfg.protocols:
+        ways = cfg.few_shot_ways or min(5, classes)
+        result["few_shot"] = {f"{ways}way_{k}shot": {} for k in cfg.few_shot_shots}
+    if "svm" in cfg.protocols or "few_shot" in cfg.protocols:
+        result["svm_c"] = {}
+    for name in ENCODERS:
+        (x_tr, y_tr), (x_te, y_te) = splits[name]
+        x_tr, y_tr = subsample(x_tr, y_tr, cfg.max_train, cfg.seed)
+        if "linear_probe" in result:
+            result["linear_probe"][name] = linear_probe(x_tr, y_tr, x_te, y_te, cfg.seed)
+        if "knn" in result:
+            result["knn"][name] = knn_probe(x_tr, y_tr, x_te, y_te, cfg.knn_k)
+        if "svm_c" in result:
+            acc, c = svm_probe(x_tr, y_tr, x_te, y_te, cfg.svm_c)
+            result["svm_c"][name] = c
+            if "svm" in result:
+                result["svm"][name] = acc
+        for key in result.get("few_shot", {}):
+            shots = int(key.split("way_")[1].removesuffix("shot"))
+            mean, std = few_shot(x_tr, y_tr, x_te, y_te, ways, shots, cfg.few_shot_queries,
+                                 cfg.few_shot_episodes, result["svm_c"][name], cfg.seed)
+            result["few_shot"][key][name] = {"mean": mean, "std": std}
+    return result
 
 
 def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
@@ -121,12 +208,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
     y_all = np.concatenate([splits["pretrained"][0][1], splits["pretrained"][1][1]])
     if (y_all < 0).any():
         raise DataError(f"{recipe.source}: evaluation needs labels, and some samples have none")
-    result: dict = {"linear_probe": {}, "knn": {}}
-    for name in ENCODERS:
-        (x_tr, y_tr), (x_te, y_te) = splits[name]
-        x_tr, y_tr = subsample(x_tr, y_tr, cfg.max_train, cfg.seed)
-        result["linear_probe"][name] = linear_probe(x_tr, y_tr, x_te, y_te, cfg.seed)
-        result["knn"][name] = knn_probe(x_tr, y_tr, x_te, y_te, cfg.knn_k)
+    result = run_protocols(splits, cfg, len(np.unique(y_all)))
     result["n_train"] = int(len(splits["pretrained"][0][1]))
     result["n_test"] = int(len(splits["pretrained"][1][1]))
     return result
@@ -134,9 +216,12 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
 
 def format_table(result: dict) -> str:
     """A plain-text table of an `evaluate_run` result."""
-    lines = [f"{'encoder':<14}{'linear probe':>14}{'kNN':>10}"]
+    scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]
+    lines = [f"{'encoder':<14}" + "".join(f"{p:>14}" for p in scalar)]
     for name in ENCODERS:
-        lines.append(f"{name:<14}{result['linear_probe'][name]:>14.4f}{result['knn'][name]:>10.4f}")
+        lines.append(f"{name:<14}" + "".join(f"{result[p][name]:>14.4f}" for p in scalar))
+    for episode, scores in result.get("few_shot", {}).items():
+        lines.append(f"few-shot {episode}: " + ", ".join(
+            f"{name} {s['mean']:.4f} ± {s['std']:.4f}" for name, s in scores.items()))
     lines.append(f"(n_train={result['n_train']}, n_test={result['n_test']})")
     return "\n".join(lines)
-

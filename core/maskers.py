@@ -47,22 +47,45 @@ class RandomSubsetMasker:
 
 @register("contiguous_spans", kind="masker")
 class ContiguousSpanMasker:
-    """`num_targets` contiguous runs of a sequence as targets; context sampled from the rest.
+    """`num_targets` contiguous runs of a sequence as targets; context from the rest.
+
+    On a sequence whose order means something (time; Point-JEPA's proximity-ordered patches),
+    contiguous runs are coherent blocks.
 
     Args:
         num_tokens: N, sequence length in tokens.
-        target_ratio: share of N in each run, fixed or a (low, high) range sampled per batch.
+        target_ratio: share of N in each run, fixed or a (low, high) range sampled per batch
+            (Point-JEPA: (0.15, 0.2)).
         num_targets: M, runs per sample.
+        context: `random` | `contiguous` | `rest` (see `polyjepa.masks.contiguous_spans`).
+        context_ratio: share of the uncovered tokens in the context, fixed or a range sampled
+            per batch (Point-JEPA: (0.4, 0.75)); None keeps as many as every sample has (not
+            used with `rest`).
+        per_batch: one draw for the whole batch, as Point-JEPA's reference code.
     """
 
     def __init__(self, num_tokens: int, target_ratio: Ratio = (0.15, 0.2),
-                 num_targets: int = 4) -> None:
+                 num_targets: int = 4, context: str = "random",
+                 context_ratio: Ratio | None = None, per_batch: bool = False) -> None:
+        if context not in masks.CONTEXTS:
+            raise ValueError(f"context '{context}' is not one of {', '.join(masks.CONTEXTS)}")
+        if context == "rest" and context_ratio is not None:
+            raise ValueError("context 'rest' takes every uncovered token; drop context_ratio")
         self.num_tokens, self.target_ratio, self.num_targets = num_tokens, target_ratio, num_targets
+        self.context, self.context_ratio, self.per_batch = context, context_ratio, per_batch
 
     def __call__(self, batch_size: int, generator: torch.Generator) -> Masks:
-        span = masks.count_from_ratio(self.target_ratio, self.num_tokens, generator, min_count=1)
-        return masks.contiguous_spans(batch_size, self.num_tokens, span, self.num_targets,
-                                      generator)
+        n = self.num_tokens
+        span = masks.count_from_ratio(self.target_ratio, n, generator, min_count=1)
+        span = min(span, n - 1)
+        share = None
+        if self.context_ratio is not None:
+            low, high = (self.context_ratio if isinstance(self.context_ratio, tuple | list)
+                         else (self.context_ratio, self.context_ratio))
+            share = masks.uniform(low, high, generator)
+        return masks.contiguous_spans(batch_size, n, span, self.num_targets, generator,
+                                      context=self.context, per_batch=self.per_batch,
+                                      context_share=share)
 
 
 @register("multiblock", kind="masker")

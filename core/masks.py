@@ -40,7 +40,8 @@ def _sample_allowed(allowed: Tensor, k: int, generator: torch.Generator) -> Tens
     return keys.topk(k, dim=1, largest=False).indices.sort(dim=1).values
 
 
-def _uniform(lo: float, hi: float, generator: torch.Generator) -> float:
+def uniform(lo: float, hi: float, generator: torch.Generator) -> float:
+    """A float drawn uniformly in [lo, hi) from `generator`."""
     return lo + (hi - lo) * torch.rand(1, generator=generator).item()
 
 
@@ -102,20 +103,52 @@ def count_from_ratio(ratio: float | tuple[float, float], num_tokens: int,
     if isinstance(ratio, tuple | list):
         if not (len(ratio) == 2 and 0 <= ratio[0] <= ratio[1] <= 1):
             raise ValueError(f"ratio range must be (low, high), 0 <= low <= high <= 1: {ratio}")
-        ratio = _uniform(ratio[0], ratio[1], generator)
+        ratio = uniform(ratio[0], ratio[1], generator)
     elif not 0 <= ratio <= 1:
         raise ValueError(f"ratio must be in [0, 1], got {ratio}")
     return min(max(round(ratio * num_tokens), min_count), num_tokens)
 
 
-def contiguous_spans(batch_size: int, num_tokens: int, span_length: int, num_targets: int,
-                     generator: torch.Generator, num_context: int | None = None) -> Masks:
-    """Contiguous target spans on a 1D sequence; the context is sampled from the uncovered tokens.
+CONTEXTS = ("random", "contiguous", "rest")
 
-    Each target set is a run of `span_length` tokens at a uniformly random start, independently
-    per sample (runs may overlap). The number of uncovered tokens varies per sample, so the
-    context keeps `num_context` of them chosen uniformly at random. I-JEPA instead truncates the
-    sorted free list, which biases the context toward early tokens; sampling avoids that bias.
+
+def _non_overlapping_starts(rows: int, num_tokens: int, span_length: int, num_targets: int,
+                            generator: torch.Generator) -> Tensor:
+    """`[rows, M]` starts of `M` disjoint runs of `L` tokens in `N`: sorted gaps drawn in the
+    `N - M * L` tokens of slack, then shuffled so target order carries no position."""
+    slack = num_tokens - span_length * num_targets
+    gaps = torch.randint(0, slack + 1, (rows, num_targets), generator=generator).sort(1).values
+    starts = gaps + span_length * torch.arange(num_targets)
+    order = torch.rand(rows, num_targets, generator=generator).argsort(1)
+    return starts.gather(1, order)
+
+
+def _contiguous_in_free(free: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """Per row, `count` consecutive entries of the ascending list of free positions, from a
+    uniform start (Point-JEPA's context: contiguous in the sequence with targets taken out)."""
+    n = free.shape[1]
+    positions = torch.arange(n).expand_as(free)
+    free_first = torch.where(free, positions, positions + n).sort(1).values  # free ones first
+    room = free.sum(1) - count + 1  # [rows] admissible starts
+    start = (torch.rand(free.shape[0], generator=generator) * room).long()
+    return free_first.gather(1, start[:, None] + torch.arange(count))
+
+
+def contiguous_spans(batch_size: int, num_tokens: int, span_length: int, num_targets: int,
+                     generator: torch.Generator, num_context: int | None = None,
+                     context: str = "random", per_batch: bool = False,
+                     context_share: float | None = None) -> Masks:
+    """Contiguous target spans on a 1D sequence; the context is taken from the uncovered tokens.
+
+    Each target set is a run of `span_length` tokens at a uniformly random start (runs may
+    overlap, except with `context="rest"`). The context is, among the uncovered tokens:
+
+    * `random`: `num_context` of them uniformly at random (I-JEPA instead truncates the sorted
+      free list, which biases the context toward early tokens);
+    * `contiguous`: `num_context` consecutive ones of their ascending list, from a uniform start
+      (Point-JEPA; on a proximity-ordered sequence, one spatially coherent region);
+    * `rest`: all of them; targets are then drawn disjoint so every sample keeps
+      `N - M * L` context tokens.
 
     Args:
         batch_size: `B`.
@@ -123,7 +156,13 @@ def contiguous_spans(batch_size: int, num_tokens: int, span_length: int, num_tar
         span_length: `L`, tokens per target span, `1 <= L < N`.
         num_targets: `M`, spans per sample.
         generator: source of randomness.
-        num_context: `Nc`; default the minimum number of uncovered tokens over the batch.
+        num_context: `Nc` (not with `rest`); default the fewest uncovered tokens over the batch.
+        context_share: instead of `num_context`, this share (floor, at least 1) of the fewest
+            uncovered tokens over the batch (with `per_batch`, of the uncovered tokens: exactly
+            Point-JEPA's context size).
+        context: `random` | `contiguous` | `rest`.
+        per_batch: one draw shared by every sample (Point-JEPA's reference code), instead of
+            one per sample.
 
     Returns:
         `Masks(context=[B, Nc], target=[B, M, L])`.
@@ -135,20 +174,44 @@ def contiguous_spans(batch_size: int, num_tokens: int, span_length: int, num_tar
     """
     _check_positive(batch_size=batch_size, num_tokens=num_tokens, span_length=span_length,
                     num_targets=num_targets)
+    if context not in CONTEXTS:
+        raise ValueError(f"context '{context}' is not one of {', '.join(CONTEXTS)}")
     if span_length >= num_tokens:
         raise ValueError(f"span_length={span_length} must be < num_tokens={num_tokens} to leave "
                          f"context tokens; lower span_length")
-    starts = torch.randint(0, num_tokens - span_length + 1, (batch_size, num_targets, 1),
-                           generator=generator)
-    target = starts + torch.arange(span_length)
-    free = torch.ones(batch_size, num_tokens, dtype=torch.bool).scatter(1, target.flatten(1), False)
+    rows = 1 if per_batch else batch_size
+    if context == "rest":
+        if num_context is not None:
+            raise ValueError("context='rest' takes every uncovered token; leave num_context unset")
+        if span_length * num_targets >= num_tokens:
+            raise ValueError(f"{num_targets} disjoint spans of {span_length} leave no context in "
+                             f"{num_tokens} tokens; lower span_length or num_targets")
+        starts = _non_overlapping_starts(rows, num_tokens, span_length, num_targets, generator)
+        starts = starts.unsqueeze(-1)
+    else:
+        starts = torch.randint(0, num_tokens - span_length + 1, (rows, num_targets, 1),
+                               generator=generator)
+    target = starts + torch.arange(span_length)  # [rows, M, L]
+    free = torch.ones(rows, num_tokens, dtype=torch.bool).scatter(1, target.flatten(1), False)
     min_free = int(free.sum(1).min())
-    num_context = min_free if num_context is None else num_context
-    if not 1 <= num_context <= min_free:
-        raise ValueError(f"num_context={num_context} must be in [1, {min_free}] (fewest "
-                         f"uncovered tokens in this batch); lower num_context, span_length or "
-                         f"num_targets")
-    return Masks(_sample_allowed(free, num_context, generator), target)
+    if context == "rest":
+        chosen = free.nonzero()[:, 1].view(rows, min_free)
+    else:
+        if context_share is not None:
+            if num_context is not None or not 0 < context_share <= 1:
+                raise ValueError(f"context_share={context_share} must lie in (0, 1] and replaces "
+                                 "num_context")
+            num_context = max(1, math.floor(context_share * min_free))
+        num_context = min_free if num_context is None else num_context
+        if not 1 <= num_context <= min_free:
+            raise ValueError(f"num_context={num_context} must be in [1, {min_free}] (fewest "
+                             f"uncovered tokens in this batch); lower num_context, span_length "
+                             f"or num_targets")
+        chosen = (_sample_allowed(free, num_context, generator) if context == "random"
+                  else _contiguous_in_free(free, num_context, generator))
+    if per_batch:
+        chosen, target = chosen.expand(batch_size, -1), target.expand(batch_size, -1, -1)
+    return Masks(chosen.contiguous(), target.contiguous())
 
 
 def future_split(batch_size: int, num_tokens: int, num_context: int, num_target: int) -> Masks:
@@ -247,10 +310,10 @@ def multiblock(batch_size: int, grid: tuple[int, ...], target_scale: tuple[float
     _check_range("target_aspect", target_aspect, 0.0, math.inf)
     time, (height, width) = tuple(grid[:-2]), grid[-2:]
     for _ in range(MAX_TRIES):
-        log_aspect = _uniform(math.log(target_aspect[0]), math.log(target_aspect[1]), generator)
-        target_hw = _block_shape(_uniform(*target_scale, generator), math.exp(log_aspect),
+        log_aspect = uniform(math.log(target_aspect[0]), math.log(target_aspect[1]), generator)
+        target_hw = _block_shape(uniform(*target_scale, generator), math.exp(log_aspect),
                                  height, width)
-        context_hw = _block_shape(_uniform(*context_scale, generator), 1.0, height, width)
+        context_hw = _block_shape(uniform(*context_scale, generator), 1.0, height, width)
         target = grid_blocks(batch_size, grid, time + target_hw, num_targets, generator)
         context_block = grid_blocks(batch_size, grid, time + context_hw, 1, generator)
         keep = torch.zeros(batch_size, math.prod(grid), dtype=torch.bool)

@@ -7,6 +7,7 @@ target embeddings `[B, D]` for the collapse monitors.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -17,14 +18,16 @@ from polyjepa.ema import ema_update, make_target
 from polyjepa.encoders import Backbone, gather_tokens
 from polyjepa.pooling import pool
 from polyjepa.registry import register
-from polyjepa.types import Batch
+from polyjepa.types import Batch, Tokens
 
 LOSSES = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
 
 
-def _loss_fn(name: str):
+def _loss_fn(name: str, beta: float = 1.0):
     if name not in LOSSES:
         raise ValueError(f"objective.loss: unknown loss '{name}'; choose from {', '.join(LOSSES)}")
+    if name == "smooth_l1":
+        return functools.partial(F.smooth_l1_loss, beta=beta)
     return LOSSES[name]
 
 
@@ -48,20 +51,36 @@ class JEPA(nn.Module):
         backbone: online tokenizer + encoder.
         predictor: maps `(context latents, context pos, target pos)` to `[B, M, Nt, D]`.
         loss: `mse` | `smooth_l1` | `l1`, averaged over all elements.
+        beta: the smooth-L1 threshold between its quadratic and linear parts (Point-JEPA: 2).
         normalize_targets: layer-norm target latents (no affine) before the loss (I-JEPA).
         regularizers: applied to the mean-pooled context latents `[B, D]`.
+        target_tokenizer: "ema" (the target encoder tokenizes with its own EMA copy, I-JEPA) or
+            "online" (the target encoder reads the online tokenizer's tokens, detached, so the
+            tokenizer runs once per step: Point-JEPA, whose teacher is the transformer alone).
+        export: which encoder `encoder.pt` holds: "target" (I-JEPA evaluates the EMA target) or
+            "online" (Point-JEPA evaluates the student).
     """
+
+    num_views = 0  # collate-side augmentations transform the input itself
 
     def __init__(
         self,
         backbone: Backbone,
         predictor: nn.Module,
         loss: str = "smooth_l1",
+        beta: float = 1.0,
         normalize_targets: bool = True,
         regularizers: list[nn.Module] | None = None,
+        target_tokenizer: str = "ema",
+        export: str = "target",
     ) -> None:
         super().__init__()
-        self.loss_fn = _loss_fn(loss)
+        if target_tokenizer not in ("ema", "online"):
+            raise ValueError(f"objective.target_tokenizer: '{target_tokenizer}' is not ema or online")
+        if export not in ("target", "online"):
+            raise ValueError(f"objective.export: '{export}' is not target or online")
+        self.loss_fn = _loss_fn(loss, beta)
+        self.target_tokenizer, self.export = target_tokenizer, export
         self.normalize_targets = normalize_targets
         self.online = backbone
         self.target = make_target(backbone)
@@ -77,14 +96,18 @@ class JEPA(nn.Module):
         r = self.online.num_prefix_tokens
         target_idx = masks.target.reshape(b, m * nt)  # [B, M * Nt]
         features = self.online.features(batch.x)  # the frontend is fixed: compute it once
+        tokens = self.online.tokenizer(features)
         with torch.no_grad():
-            h = self.target.encode(features)  # [B, R + N, D]
+            if self.target_tokenizer == "online":
+                h = self.target.encoder(Tokens(tokens.x.detach(), tokens.pos.detach(),
+                                               tokens.pad_mask))
+            else:
+                h = self.target.encode(features)  # [B, R + N, D]
             self.monitor_embeddings = h.mean(1).float()
             h = h[:, r:]
             if self.normalize_targets:
                 h = F.layer_norm(h, h.shape[-1:])
             targets = gather_tokens(h, target_idx).view(b, m, nt, -1)  # [B, M, Nt, D]
-        tokens = self.online.tokenizer(features)
         z = self.online.encoder(tokens, keep=masks.context)  # [B, R + Nc, D]
         pos = tokens.batch_pos()  # [B, N, D]
         context_pos = gather_tokens(pos, masks.context)
@@ -99,7 +122,12 @@ class JEPA(nn.Module):
         ema_update(self.target, self.online, momentum)
 
     def export_backbone(self) -> Backbone:
-        """The encoder to export: the EMA target (I-JEPA evaluates the target encoder)."""
+        """The encoder to export (`export`): the EMA target, with the online tokenizer when the
+        target reads the online tokens, or the online encoder."""
+        if self.export == "online":
+            return self.online
+        if self.target_tokenizer == "online":
+            return Backbone(self.online.tokenizer, self.target.encoder, self.online.frontend)
         return self.target
 
 

@@ -167,7 +167,7 @@ class Trainer:
             self.model = wrap_ddp(self.objective, self.device)
             seed_everything(cfg.train.seed + self.dist.rank)  # distinct dropout streams per rank
         masker = build_masker(recipe, self.meta, token_layout(self.objective.online))
-        self.collate = Collate(masker, host_augmentations)
+        self.collate = Collate(masker, host_augmentations, getattr(self.objective, "num_views", 2))
         try:  # batch size vs data size, and data.on_error, are only checkable here
             self.sampler = SeededBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed,
                                               self.dist.rank, self.dist.world_size)

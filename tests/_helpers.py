@@ -13,6 +13,9 @@ from threadpoolctl import threadpool_limits
 
 from polyjepa.build import Recipe, recipe_from_dict
 
+BUILTIN_MODALITIES = ("audio", "pointcloud", "tabular")
+"""The plugins our pyproject registers (sorted), as `polyjepa list` must show them."""
+
 
 @pytest.fixture(autouse=True)
 def single_thread():

@@ -55,6 +55,57 @@ def test_probes_are_deterministic():
     assert linear_probe(x_tr, y_tr, x_te, y_te) == linear_probe(x_tr, y_tr, x_te, y_te)
 
 
+def multiclass(n: int, classes: int, separation: float, seed: int):
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % classes)
+    centres = np.eye(classes, 8) * separation
+    return (centres[y] + rng.normal(size=(n, 8))).astype(np.float32), y
+
+
+def test_svm_probe_picks_c_by_cross_validation_on_the_training_split():
+    x_tr, y_tr = blobs(300, 3.0, seed=0)
+    x_te, y_te = blobs(300, 3.0, seed=1)
+    acc, c = E.svm_probe(x_tr, y_tr, x_te, y_te, [1e-4, 0.01, 1.0])
+    assert acc > 0.9 and c in (0.01, 1.0)  # C = 1e-4 underfits standardised blobs
+    acc_small, _ = E.svm_probe(x_tr, y_tr, x_te, y_te, [1e-4])
+    assert acc_small < acc  # the grid mattered
+    # the test split plays no part in choosing C
+    _, c_again = E.svm_probe(x_tr, y_tr, x_te, 1 - y_te, [1e-4, 0.01, 1.0])
+    assert c_again == c
+    xs, ys = blobs(300, 3.0, seed=0, shuffle_labels=True)
+    assert E.svm_probe(xs, ys, x_te, y_te, [0.01, 1.0])[0] < 0.65
+
+
+def test_few_shot_episodes_are_n_way_k_shot_and_seeded():
+    x_tr, y_tr = multiclass(400, 8, 4.0, seed=0)
+    x_te, y_te = multiclass(400, 8, 4.0, seed=1)
+    mean, std = E.few_shot(x_tr, y_tr, x_te, y_te, ways=5, shots=10, queries=20, episodes=6, c=1.0)
+    assert mean > 0.9 and 0 <= std < 0.1
+    assert (mean, std) == E.few_shot(x_tr, y_tr, x_te, y_te, 5, 10, 20, 6, 1.0)
+    assert (mean, std) != E.few_shot(x_tr, y_tr, x_te, y_te, 5, 10, 20, 6, 1.0, seed=1)
+    xs, ys = multiclass(400, 8, 0.0, seed=0)  # no signal: chance is 1 / ways
+    assert E.few_shot(xs, ys, x_te, y_te, 4, 10, 20, 10, 1.0)[0] < 0.45
+    with pytest.raises(E.DataError, match="9-way"):
+        E.few_shot(x_tr, y_tr, x_te, y_te, ways=9, shots=10, queries=5, episodes=2, c=1.0)
+    with pytest.raises(E.DataError, match="200-shot"):
+        E.few_shot(x_tr, y_tr, x_te, y_te, ways=5, shots=200, queries=5, episodes=2, c=1.0)
+
+
+def test_run_protocols_reports_every_protocol_for_every_encoder():
+    data = multiclass(200, 5, 4.0, seed=0), multiclass(100, 5, 4.0, seed=1)
+    splits = {name: data for name in E.ENCODERS}
+    cfg = E.C.EvalConfig(protocols=["svm", "few_shot"], few_shot_shots=[5], few_shot_episodes=3)
+    result = E.run_protocols(splits, cfg, classes=5)
+    assert set(result) == {"svm", "svm_c", "few_shot"}
+    assert set(result["few_shot"]) == {"5way_5shot"}
+    assert set(result["few_shot"]["5way_5shot"]) == set(E.ENCODERS)
+    assert all(v > 0.9 for v in result["svm"].values())
+    with pytest.raises(E.ConfigError, match="eval.protocols"):
+        E.run_protocols(splits, E.C.EvalConfig(protocols=["svn"]), classes=5)
+    table = format_table({**result, "n_train": 200, "n_test": 100})
+    assert "svm" in table and "few-shot 5way_5shot" in table
+
+
 # ------------------------------------------------------------------------------ pooling
 
 

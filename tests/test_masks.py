@@ -171,6 +171,43 @@ def test_contiguous_spans_errors(kwargs, name):
         contiguous_spans(**args)
 
 
+def test_contiguous_spans_contiguous_context_is_a_run_of_the_free_tokens():
+    """Point-JEPA's context: consecutive entries of the sorted uncovered positions."""
+    n, span, m, b = 64, 10, 4, 500
+    masks = contiguous_spans(b, n, span, m, gen(3), context="contiguous", context_share=0.5)
+    check_masks(masks, n)
+    free = torch.ones(b, n, dtype=torch.bool).scatter(1, masks.target.flatten(1), False)
+    min_free = int(free.sum(1).min())
+    assert masks.context.shape[1] == max(1, int(0.5 * min_free))
+    for row in range(0, b, 25):
+        positions = free[row].nonzero().flatten().tolist()
+        ctx = masks.context[row].tolist()
+        first = positions.index(ctx[0])
+        assert ctx == positions[first:first + len(ctx)]  # a run of the free list
+    starts = torch.tensor([int((free[r].cumsum(0) - 1)[masks.context[r, 0]]) for r in range(b)])
+    assert starts.min() == 0 and starts.float().std() > 1  # uniform start, first reachable
+
+
+def test_contiguous_spans_rest_takes_every_free_token_of_disjoint_targets():
+    n, span, m, b = 40, 5, 4, 300
+    masks = contiguous_spans(b, n, span, m, gen(4), context="rest")
+    check_masks(masks, n)
+    covered = torch.zeros(b, n, dtype=torch.bool).scatter(1, masks.target.flatten(1), True)
+    assert (covered.sum(1) == span * m).all()  # targets never overlap
+    assert masks.context.shape == (b, n - span * m)  # context = all the rest
+    with pytest.raises(ValueError, match="no context"):
+        contiguous_spans(2, 20, 5, 4, gen(), context="rest")
+
+
+def test_contiguous_spans_per_batch_shares_one_draw():
+    masks = contiguous_spans(8, 64, 10, 4, gen(5), context="contiguous", per_batch=True,
+                             context_share=0.6)
+    assert (masks.target == masks.target[:1]).all() and (masks.context == masks.context[:1]).all()
+    free = torch.ones(64, dtype=torch.bool)
+    free[masks.target[0].flatten()] = False
+    assert masks.context.shape[1] == int(0.6 * int(free.sum()))  # exactly Point-JEPA's size
+
+
 # ---------------------------------------------------------------- future_split
 
 

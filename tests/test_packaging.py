@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from _helpers import BUILTIN_MODALITIES
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "core", "modalities", "recipes", "README.md", "LICENSE")
@@ -83,8 +84,8 @@ def test_wheel_entry_points_and_console_script(wheel):
     parser = configparser.ConfigParser(delimiters=("=",))
     parser.optionxform = str  # keep entry-point names as written
     parser.read_string(dist_info(wheel, "entry_points.txt"))
-    assert dict(parser["polyjepa.modalities"]) == {"tabular": "polyjepa.modalities.tabular:plugin",
-                                                   "audio": "polyjepa.modalities.audio:plugin"}
+    assert dict(parser["polyjepa.modalities"]) == {
+        name: f"polyjepa.modalities.{name}:plugin" for name in BUILTIN_MODALITIES}
     assert parser["console_scripts"]["polyjepa"] == "polyjepa.cli:main"
     metadata = dist_info(wheel, "METADATA")
     assert "Name: polyjepa\n" in metadata

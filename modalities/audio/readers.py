@@ -1,12 +1,7 @@
 """Find audio clips and their labels, decode them, and cut fixed-length crops.
 
-Three layouts, all giving a list of `Clip(path, label, groups)`:
-
-* a folder with one sub-folder per class (`dog/1.wav`, `cat/7.flac`);
-* a folder of files whose names carry the label, read with `data.label_regex` (a named group
-  `label`; other named groups, e.g. FSDD's `speaker` and `index`, can split train from test
-  through `data.test_groups`);
-* a CSV manifest with the columns `path,label[,split]` (paths relative to the manifest).
+Clips are found and split as `polyjepa.files` says (class folders, file names read with
+`data.label_regex`, or a CSV manifest `path,label[,split]`).
 
 Clips are decoded lazily with soundfile (every format the installed libsndfile reads), averaged
 to mono and resampled with librosa's soxr backend. Headers are checked when the dataset is built,
@@ -19,9 +14,7 @@ longest of the split.
 from __future__ import annotations
 
 import abc
-import csv
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +27,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from polyjepa.errors import ConfigError, DataError
-from polyjepa.paths import resolve_path
+from polyjepa.files import FileDataConfig, list_files, split_files
+from polyjepa.files import LabelledFile as Clip
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
 EVAL_CROPS = ("center", "full")
-SPLITS = ("train", "test")
 
 
 @dataclass
@@ -59,192 +52,27 @@ class LogMelConfig:
 
 
 @dataclass
-class AudioDataConfig:
-    """The `data:` section of an audio recipe."""
+class AudioDataConfig(FileDataConfig):
+    """The `data:` section of an audio recipe (file layout and splits: `FileDataConfig`)."""
 
-    # A folder (one sub-folder per class, or files labelled by `label_regex`) or a CSV manifest
-    # `path,label[,split]`; relative paths are looked up under the data root.
-    path: str = ""
-    # Held-out folder or manifest; None -> the manifest's `split` column, `test_groups`, or a
-    # seeded stratified split of `path` holding out `test_fraction`.
-    test_path: str | None = None
-    # Regular expression matched against each file name; its named group `label` is the class.
-    label_regex: str | None = None
-    # Held-out clips by regex group value, e.g. {index: ["0", "1", "2", "3", "4"]}.
-    test_groups: dict[str, list[str]] | None = None
-    test_fraction: float = 0.2
-    split_seed: int = 0
+    extensions: list[str] = field(default_factory=lambda: list(EXTENSIONS))
     sample_rate: int = 16000  # every clip is resampled to this rate (Hz)
     clip_seconds: float = 0.95  # length of the crops the encoder sees
     eval_crop: str = "center"  # center | full (whole clips, padded to the longest of the split)
-    extensions: list[str] = field(default_factory=lambda: list(EXTENSIONS))
-    on_error: str = "raise"  # a clip that fails to decode during training: raise | skip
     cache: bool = True  # keep decoded, resampled clips in memory (per worker)
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
 
 
-@dataclass
-class Clip:
-    """One audio file: its path, class name (None when unlabelled) and regex groups."""
-
-    path: Path
-    label: str | None
-    groups: dict[str, str] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding clips
-
-
 def list_clips(spec: str, cfg: AudioDataConfig, root: Path | None,
                field_name: str) -> tuple[list[Clip], list[str | None]]:
-    """Clips of a folder or manifest, and the manifest's split column (None per clip otherwise).
-
-    Raises:
-        DataError: the path is missing, holds no audio, a file name does not match
-            `label_regex`, or a manifest row is malformed; each names the file (and row).
-    """
-    if not spec:
-        raise DataError(f"{field_name}: set it to a folder of audio files or a CSV manifest")
-    path = resolve_path(spec, root, field_name)
-    if path.is_file():
-        if path.suffix.lower() not in (".csv", ".tsv"):
-            raise DataError(f"{field_name}: {path} is a file but not a CSV manifest "
-                            "(path,label[,split]); give a folder or a .csv")
-        return _read_manifest(path, cfg)
-    clips = _folder_clips(path, cfg, field_name)
-    return clips, [None] * len(clips)
-
-
-def _extensions(cfg: AudioDataConfig) -> tuple[str, ...]:
-    return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in cfg.extensions)
-
-
-def _folder_clips(folder: Path, cfg: AudioDataConfig, field_name: str) -> list[Clip]:
-    exts = _extensions(cfg)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts)
-    if not files:
-        seen = sorted({p.suffix for p in folder.rglob("*") if p.is_file()})[:10]
-        raise DataError(f"{field_name}: no audio files ({', '.join(exts)}) in {folder}"
-                        + (f"; found only {', '.join(seen)}" if seen else ""))
-    if cfg.label_regex is not None:
-        pattern = _compile_regex(cfg.label_regex)
-        clips = []
-        for p in files:
-            match = pattern.search(p.name)
-            if match is None:
-                raise DataError(f"{p}: file name does not match data.label_regex "
-                                f"{cfg.label_regex!r}")
-            groups = {k: v for k, v in match.groupdict().items() if v is not None}
-            clips.append(Clip(p, groups.get("label"), groups))
-        return clips
-    nested = [p for p in files if p.parent != folder]
-    if nested and len(nested) != len(files):
-        loose = next(p for p in files if p.parent == folder)
-        raise DataError(f"{folder}: mixes class sub-folders with loose files (e.g. {loose.name}); "
-                        "put every file in a class folder, or set data.label_regex")
-    if not nested:  # a flat folder without a regex: unlabelled clips (pretraining only)
-        return [Clip(p, None) for p in files]
-    return [Clip(p, p.relative_to(folder).parts[0]) for p in files]
-
-
-def _compile_regex(text: str) -> re.Pattern:
-    try:
-        pattern = re.compile(text)
-    except re.error as exc:
-        raise ConfigError(f"data.label_regex: not a valid regular expression ({exc})") from None
-    if "label" not in pattern.groupindex:
-        raise ConfigError(f"data.label_regex {text!r} has no named group 'label', e.g. "
-                          r"'^(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<index>\d+)\.wav$'")
-    return pattern
-
-
-def _read_manifest(path: Path, cfg: AudioDataConfig) -> tuple[list[Clip], list[str | None]]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8"
-            sample = f.read(4096)
-            f.seek(0)
-            try:
-                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-            except csv.Error:  # one column (paths only), or nothing to go by
-                dialect = csv.excel
-            rows = list(csv.reader(f, dialect))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read the manifest ({exc})") from None
-    if not rows:
-        raise DataError(f"{path}: empty manifest; expected a header path,label[,split]")
-    header = [h.strip().lower() for h in rows[0]]
-    if "path" not in header:
-        raise DataError(f"{path}: manifest header {rows[0]} has no 'path' column "
-                        "(expected path,label[,split])")
-    col = {name: header.index(name) for name in ("path", "label", "split") if name in header}
-    exts = _extensions(cfg)
-    clips, splits = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
-        file = Path(row[col["path"]].strip())
-        file = file if file.is_absolute() else path.parent / file
-        if file.suffix.lower() not in exts:
-            raise DataError(f"{path}, line {line}: {file.name}: unsupported audio extension "
-                            f"'{file.suffix}'; supported: {', '.join(exts)}")
-        label = row[col["label"]].strip() or None if "label" in col else None
-        split = row[col["split"]].strip().lower() if "split" in col else None
-        if split is not None and split not in SPLITS:
-            raise DataError(f"{path}, line {line}: split '{split}' is not train or test")
-        clips.append(Clip(file, label))
-        splits.append(split)
-    if not clips:
-        raise DataError(f"{path}: the manifest lists no files")
-    return clips, splits
+    """Clips of a folder or manifest, and the manifest's split column (see `list_files`)."""
+    return list_files(spec, cfg, root, field_name, "audio files")
 
 
 def split_clips(clips: list[Clip], splits: list[str | None], cfg: AudioDataConfig,
                 source: str) -> tuple[list[Clip], list[Clip]]:
     """Train and test clips by manifest column, `test_groups`, or a seeded stratified split."""
-    if cfg.test_groups is not None:
-        return _split_by_groups(clips, cfg.test_groups, source)
-    if any(s is not None for s in splits):
-        if any(s is None for s in splits):
-            raise DataError(f"{source}: some manifest rows have a split and others do not")
-        train = [c for c, s in zip(clips, splits, strict=True) if s == "train"]
-        test = [c for c, s in zip(clips, splits, strict=True) if s == "test"]
-        if not train or not test:
-            raise DataError(f"{source}: the manifest's split column needs both train and test rows")
-        return train, test
-    if not 0.0 < cfg.test_fraction < 1.0:
-        raise ConfigError(f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
-    from sklearn.model_selection import train_test_split
-
-    labels = [c.label for c in clips]
-    counts = {lab: labels.count(lab) for lab in set(labels)}
-    n_test = math.ceil(cfg.test_fraction * len(clips))
-    fits = min(n_test, len(clips) - n_test) >= len(counts)  # every class on both sides
-    stratify = labels if None not in counts and min(counts.values()) >= 2 and fits else None
-    if min(n_test, len(clips) - n_test) < 1:
-        raise DataError(f"{source}: {len(clips)} clips cannot be split with data.test_fraction="
-                        f"{cfg.test_fraction}; add clips or give data.test_path")
-    train, test = train_test_split(clips, test_size=cfg.test_fraction,
-                                   random_state=cfg.split_seed, stratify=stratify)
-    return train, test
-
-
-def _split_by_groups(clips: list[Clip], test_groups: dict[str, list[str]], source: str):
-    for key, values in test_groups.items():
-        if not isinstance(values, list):
-            raise ConfigError(f"data.test_groups.{key}: expected a list of values, got {values!r}")
-        if not any(key in c.groups for c in clips):
-            raise ConfigError(f"data.test_groups: '{key}' is not a named group of data.label_regex")
-    wanted = {k: {str(v) for v in vals} for k, vals in test_groups.items()}
-    is_test = [all(c.groups.get(k) in vals for k, vals in wanted.items()) for c in clips]
-    train = [c for c, t in zip(clips, is_test, strict=True) if not t]
-    test = [c for c, t in zip(clips, is_test, strict=True) if t]
-    if not train or not test:
-        raise DataError(f"{source}: data.test_groups {test_groups} leaves "
-                        f"{len(train)} training and {len(test)} test clips; both must be non-empty")
-    return train, test
+    return split_files(clips, splits, cfg, source)
 
 
 # ---------------------------------------------------------------------------------------------
