@@ -10,7 +10,7 @@ import torch
 
 from polyjepa.errors import DataError
 from polyjepa.files import list_files, split_files
-from polyjepa.modalities.pointcloud.ops import pairwise_sq_dist
+from polyjepa.modalities.pointcloud.ops import pairwise_dist
 from polyjepa.modalities.pointcloud.readers import (
     Cloud,
     PointCloudDataConfig,
@@ -110,7 +110,7 @@ def raw_features(dataset: PointClouds) -> torch.Tensor:
     for i in range(len(dataset)):
         xyz = dataset[i][0][:, :3].double()
         sparse = xyz[:: max(1, xyz.shape[0] // DISTANCE_POINTS)][:DISTANCE_POINTS]
-        d = pairwise_sq_dist(sparse[None], sparse[None])[0].sqrt()
+        d = pairwise_dist(sparse[None], sparse[None])[0].double()
         far = float(d.max()) or 1.0
         hist = torch.histc(d.flatten(), bins=DISTANCE_BINS, min=0, max=far) / d.numel()
         eig = torch.linalg.eigvalsh(torch.cov(xyz.T)).flip(0)

@@ -47,23 +47,26 @@ def farthest_point_sample(points: Tensor, k: int, start: Tensor | None = None,
         if not HAVE_PYTORCH3D:
             raise RuntimeError("pytorch3d is not installed")
         return _p3d.sample_farthest_points(points.float(), K=k, random_start_point=False)[1]
-    pts = points.float()
+    x, y, z = (c.contiguous() for c in points.float().unbind(-1))  # [B, P] each: no reduction
     current = torch.zeros(b, dtype=torch.long, device=points.device) if start is None else start
     chosen = torch.empty(b, k, dtype=torch.long, device=points.device)
     nearest = torch.full((b, p), float("inf"), device=points.device)  # distance to chosen set
     rows = torch.arange(b, device=points.device)
     for i in range(k):
         chosen[:, i] = current
-        d = (pts - pts[rows, current].unsqueeze(1)).square().sum(-1)  # [B, P]
-        nearest = torch.minimum(nearest, d)
+        d = (x - x[rows, current, None]).square_()
+        d += (y - y[rows, current, None]).square_()
+        d += (z - z[rows, current, None]).square_()
+        torch.minimum(nearest, d, out=nearest)
         current = nearest.argmax(1)
     return chosen
 
 
-def pairwise_sq_dist(a: Tensor, b: Tensor) -> Tensor:
-    """Exact squared distances `[B, N, M]` between `a [B, N, 3]` and `b [B, M, 3]` (no
-    `|a|^2 + |b|^2 - 2ab` shortcut, whose round-off reorders near ties)."""
-    return (a.unsqueeze(2) - b.unsqueeze(1)).square().sum(-1)
+def pairwise_dist(a: Tensor, b: Tensor) -> Tensor:
+    """Euclidean distances `[B, N, M]` between `a [B, N, 3]` and `b [B, M, 3]`, computed
+    directly (no `|a|^2 + |b|^2 - 2ab` matrix-product shortcut, whose round-off reorders near
+    ties)."""
+    return torch.cdist(a.float(), b.float(), compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def knn(queries: Tensor, points: Tensor, k: int, use_pytorch3d: bool | None = None) -> Tensor:
@@ -78,16 +81,14 @@ def knn(queries: Tensor, points: Tensor, k: int, use_pytorch3d: bool | None = No
         if not HAVE_PYTORCH3D:
             raise RuntimeError("pytorch3d is not installed")
         return _p3d.knn_points(queries.float(), points.float(), K=k, return_sorted=True).idx
-    d = pairwise_sq_dist(queries.float(), points.float())
-    return d.topk(k, dim=-1, largest=False, sorted=True).indices
+    return pairwise_dist(queries, points).topk(k, dim=-1, largest=False, sorted=True).indices
 
 
 def radius_group(queries: Tensor, points: Tensor, k: int, radius: float) -> Tensor:
     """Indices `[B, G, k]` of up to `k` nearest points within `radius` of each query; slots
     left empty repeat the nearest point (PointNet++'s ball query pads with the first find)."""
-    d = pairwise_sq_dist(queries.float(), points.float())
-    dist, idx = d.topk(k, dim=-1, largest=False, sorted=True)
-    outside = dist > radius * radius
+    dist, idx = pairwise_dist(queries, points).topk(k, dim=-1, largest=False, sorted=True)
+    outside = dist > radius
     return torch.where(outside, idx[..., :1].expand_as(idx), idx)
 
 
@@ -98,7 +99,7 @@ def proximity_order(centers: Tensor) -> Tensor:
     Vectorised over the batch: `G - 1` steps over a `[B, G, G]` distance matrix.
     """
     b, g, _ = centers.shape
-    d = pairwise_sq_dist(centers.float(), centers.float())  # [B, G, G]
+    d = pairwise_dist(centers, centers)  # [B, G, G]
     rows = torch.arange(b, device=centers.device)
     current = centers.sum(-1).argmin(1)  # [B]
     order = torch.empty(b, g, dtype=torch.long, device=centers.device)
