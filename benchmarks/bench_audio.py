@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timing import abba
 
 from polyjepa.build import load_recipe
 from polyjepa.modalities.audio.augment import (
@@ -97,30 +97,12 @@ def batched_chain(memory_size: int = 2048):
     return run
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _abba(a, b, rounds: int) -> tuple[float, float, float]:
-    """Median seconds of `a` and `b`, and the median of per-round ratios b/a."""
-    ta, tb = [], []
-    for r in range(rounds):
-        pair = (a, b) if r % 2 == 0 else (b, a)
-        t = [_timed(fn) for fn in pair]
-        ta.append(t[0] if r % 2 == 0 else t[1])
-        tb.append(t[1] if r % 2 == 0 else t[0])
-    ratios = [y / x for x, y in zip(ta, tb, strict=True)]
-    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
-
-
 def bench_augment(batch: int, rounds: int) -> None:
     x = torch.randn(batch, 1, N_MELS, FRAMES)
     batched, per_example = batched_chain(), PerExampleChain()
     batched(x, 0), per_example(x)  # fill both memories once
     seeds = iter(range(1, 10**6))
-    t_b, t_p, ratio = _abba(lambda: batched(x, next(seeds)), lambda: per_example(x), rounds)
+    t_b, t_p, ratio = abba(lambda: batched(x, next(seeds)), lambda: per_example(x), rounds)
     print(f"augment_batched_samples_per_s={batch / t_b:.1f}")
     print(f"augment_per_example_samples_per_s={batch / t_p:.1f}")
     print(f"augment_speedup={ratio:.2f}")
@@ -143,7 +125,7 @@ def bench_logmel(batch: int, rounds: int) -> None:
                                                  pad_mode="reflect")
             np.log(mel + np.finfo(np.float32).eps)
 
-    t_o, t_r, ratio = _abba(ours, reference, rounds)
+    t_o, t_r, ratio = abba(ours, reference, rounds)
     print(f"logmel_torch_samples_per_s={batch / t_o:.1f}")
     print(f"logmel_librosa_samples_per_s={batch / t_r:.1f}")
     print(f"logmel_speedup={ratio:.2f}")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timing import abba, timed
 
 from polyjepa.build import load_recipe
 from polyjepa.modalities.pointcloud.ops import (
@@ -52,41 +53,23 @@ def group_per_cloud(x: torch.Tensor) -> list[torch.Tensor]:
     return [group_batch(cloud[None]) for cloud in x]
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _abba(a, b, rounds: int) -> tuple[float, float, float]:
-    """Median seconds of `a` and `b`, and the median of per-round ratios b/a."""
-    ta, tb = [], []
-    for r in range(rounds):
-        pair = (a, b) if r % 2 == 0 else (b, a)
-        t = [_timed(fn) for fn in pair]
-        ta.append(t[0] if r % 2 == 0 else t[1])
-        tb.append(t[1] if r % 2 == 0 else t[0])
-    ratios = [y / x for x, y in zip(ta, tb, strict=True)]
-    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
-
-
 def bench_grouping(batch: int, rounds: int) -> None:
     x = torch.randn(batch, 1024, 3, generator=torch.Generator().manual_seed(0))
     batched, per_cloud = group_batch(x), group_per_cloud(x)
     assert torch.equal(batched, torch.cat(per_cloud)), "batched and per-cloud grouping disagree"
-    t_b, t_p, ratio = _abba(lambda: group_batch(x), lambda: group_per_cloud(x), rounds)
+    t_b, t_p, ratio = abba(lambda: group_batch(x), lambda: group_per_cloud(x), rounds)
     print(f"group_batched_samples_per_s={batch / t_b:.1f}")
     print(f"group_per_cloud_samples_per_s={batch / t_p:.1f}")
     print(f"group_speedup={ratio:.2f}")
     if HAVE_PYTORCH3D:
-        t = statistics.median(_timed(lambda: group_batch(x, use_pytorch3d=True)) for _ in range(rounds))
+        t = statistics.median(timed(lambda: group_batch(x, use_pytorch3d=True)) for _ in range(rounds))
         print(f"group_pytorch3d_samples_per_s={batch / t:.1f}")
     try:
         import fpsample
     except ImportError:
         return
     clouds = x.numpy()
-    t = statistics.median(_timed(lambda: [fpsample.fps_sampling(c, GROUPS) for c in clouds])
+    t = statistics.median(timed(lambda: [fpsample.fps_sampling(c, GROUPS) for c in clouds])
                           for _ in range(rounds))
     print(f"fps_fpsample_samples_per_s={batch / t:.1f}")
 
@@ -96,7 +79,7 @@ def bench_tokenizer(batch: int, rounds: int) -> None:
     frontend, tokenizer = PointGroups(GROUPS, GROUP_SIZE), PointPatchEmbed(384)
     with torch.no_grad():
         tokenizer(frontend(x))  # warm-up
-        t = statistics.median(_timed(lambda: tokenizer(frontend(x))) for _ in range(rounds))
+        t = statistics.median(timed(lambda: tokenizer(frontend(x))) for _ in range(rounds))
     print(f"tokenizer_samples_per_s={batch / t:.1f}")
 
 

@@ -118,6 +118,14 @@ class JEPA(nn.Module):
         loss = _regularize(self.regularizers, z.mean(1).float(), loss, logs)
         return loss, logs
 
+    def train(self, mode: bool = True) -> JEPA:
+        """Train or eval mode for everything but the target encoder, which always runs in eval
+        mode: targets are deterministic (no dropout or drop-path; BatchNorm uses its EMA'd
+        statistics), as Point-JEPA's teacher. I-JEPA's and A-JEPA's have no such layers."""
+        super().train(mode)
+        self.target.eval()
+        return self
+
     def update_target(self, momentum: float) -> None:
         ema_update(self.target, self.online, momentum)
 

@@ -71,6 +71,23 @@ def test_jepa_target_is_a_separate_copy():
         assert p.data_ptr() != online[name].data_ptr()
 
 
+def test_jepa_targets_are_deterministic_while_the_context_encoder_drops_out():
+    objective, batch, _ = jepa_setup(encoder={"dropout": 0.5, "drop_path": 0.5})
+    objective.train()
+    assert objective.online.training and objective.predictor.training
+    assert not objective.target.training
+    seen = capture_loss_inputs(objective)
+    torch.manual_seed(1)
+    objective(batch)
+    torch.manual_seed(2)
+    objective(batch)
+    (pred_a, targets_a), (pred_b, targets_b) = seen
+    assert torch.equal(targets_a, targets_b)  # no dropout / drop-path in the target
+    assert not torch.allclose(pred_a, pred_b)  # ... but in the context encoder
+    objective.eval()
+    assert not objective.online.training
+
+
 @pytest.mark.parametrize("reg_tokens,pos_every_layer", [(0, False), (2, False), (1, True)])
 def test_transformer_keep_encodes_only_the_kept_tokens(reg_tokens, pos_every_layer):
     torch.manual_seed(0)
