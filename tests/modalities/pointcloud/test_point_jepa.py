@@ -107,8 +107,9 @@ def test_target_export_with_online_tokens_pairs_the_online_tokenizer(parts):
     assert exported.tokenizer is objective.online.tokenizer
 
 
-def test_point_jepa_pretrains_and_evaluates_with_svm_and_few_shot(tmp_path):
+def test_point_jepa_pretrains_evaluates_and_finetunes(tmp_path):
     from polyjepa.evaluate import evaluate_run
+    from polyjepa.finetune import finetune_run
 
     run = pretrain("point_jepa", [*TINY, "eval.few_shot_shots=[5]",
                                   "eval.few_shot_episodes=2"], tmp_path / "run")
@@ -116,3 +117,6 @@ def test_point_jepa_pretrains_and_evaluates_with_svm_and_few_shot(tmp_path):
     assert set(result["svm"]) == {"pretrained", "random_init", "raw_features"}
     assert result["svm"]["raw_features"] > 0.5  # 4 synthetic shapes: chance is 0.25
     assert "4way_5shot" in result["few_shot"]
+    tuned = finetune_run(run, device="cpu", overrides=["finetune.max_steps=2",
+                                                      "finetune.batch_size=8"])
+    assert 0.0 <= tuned["finetune"] <= 1.0 and tuned["n_test"] == 80
