@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import tempfile
-import time
-from pathlib import Path
 
 import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timing import abba
+from timing import abba, train_samples_per_s
 
-from polyjepa.build import load_recipe
 from polyjepa.modalities.audio.augment import (
     BatchNormalize,
     MixupMemory,
@@ -37,7 +33,6 @@ from polyjepa.modalities.audio.augment import (
     RandomResizeCrop,
 )
 from polyjepa.modalities.audio.frontend import LogMel
-from polyjepa.train import Trainer
 
 SR, N_MELS, FRAMES = 16000, 64, 96
 
@@ -132,17 +127,8 @@ def bench_logmel(batch: int, rounds: int) -> None:
 
 
 def bench_training(steps: int) -> None:
-    recipe = load_recipe("byol_a_demo", ["synthetic=true", "train.progress=false",
-                                         "train.batch_size=32"])
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(recipe, Path(tmp))
-        batches = trainer._batches()
-        trainer._train_step(batches)  # warm-up
-        start = time.perf_counter()
-        for _ in range(steps):
-            trainer._train_step(batches)
-        elapsed = time.perf_counter() - start
-    print(f"byol_a_train_samples_per_s={steps * 32 / elapsed:.1f}")
+    rate = train_samples_per_s("byol_a_demo", ["synthetic=true", "train.batch_size=32"], steps)
+    print(f"byol_a_train_samples_per_s={rate:.1f}")
 
 
 def main() -> None:

@@ -19,16 +19,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-import time
-import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
-from timing import abba, timed
+from timing import abba, timed, train_samples_per_s
 
-from polyjepa.build import load_recipe
 from polyjepa.modalities.pointcloud.ops import (
     HAVE_PYTORCH3D,
     farthest_point_sample,
@@ -37,7 +32,6 @@ from polyjepa.modalities.pointcloud.ops import (
     proximity_order,
 )
 from polyjepa.modalities.pointcloud.tokenizer import PointGroups, PointPatchEmbed
-from polyjepa.train import Trainer
 
 GROUPS, GROUP_SIZE = 64, 32
 
@@ -84,18 +78,8 @@ def bench_tokenizer(batch: int, rounds: int) -> None:
 
 
 def bench_training(steps: int) -> None:
-    recipe = load_recipe("point_jepa_demo", ["synthetic=true", "train.progress=false"])
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = Trainer(recipe, Path(tmp))
-        batches = trainer._batches()
-        trainer._train_step(batches)  # warm-up
-        start = time.perf_counter()
-        for _ in range(steps):
-            trainer._train_step(batches)
-        elapsed = time.perf_counter() - start
-    batch = recipe.cfg.train.batch_size
-    print(f"point_jepa_train_samples_per_s={steps * batch / elapsed:.1f}")
+    rate = train_samples_per_s("point_jepa_demo", ["synthetic=true"], steps)
+    print(f"point_jepa_train_samples_per_s={rate:.1f}")
 
 
 def main() -> None:

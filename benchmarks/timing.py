@@ -25,3 +25,23 @@ def abba(a, b, rounds: int) -> tuple[float, float, float]:
         tb.append(t[1] if r % 2 == 0 else t[0])
     ratios = [y / x for x, y in zip(ta, tb, strict=True)]
     return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
+
+
+def train_samples_per_s(recipe: str, overrides: list[str], steps: int) -> float:
+    """Training samples per second of `steps` steps of a shipped recipe (after one warm-up
+    step), through the real trainer, in a throw-away run directory."""
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    from polyjepa.build import load_recipe
+    from polyjepa.train import Trainer
+
+    loaded = load_recipe(recipe, ["train.progress=false", *overrides])
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # data warnings (resampled clouds, ...) are not news here
+        trainer = Trainer(loaded, Path(tmp))
+        batches = trainer._batches()
+        trainer._train_step(batches)  # warm-up
+        seconds = timed(lambda: [trainer._train_step(batches) for _ in range(steps)])
+    return steps * loaded.cfg.train.batch_size / seconds
