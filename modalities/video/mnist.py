@@ -1,0 +1,140 @@
+"""Moving MNIST, generated on the fly from MNIST digits (the IDX files, read directly).
+
+`num_digits` digits (28 x 28) bounce inside a square canvas: each starts at a uniform position
+with a uniform direction and a speed drawn from `speed` (pixels per frame), moves in a straight
+line and reflects off the walls; frames are the pixel-wise maximum of the digits. Clip `i` of a
+generator depends only on `(seed, i)`, so any clip can be produced alone (streamable, identical
+with any number of workers) and the same seed always gives the same data.
+
+Each clip carries its ground truth for probing: digit classes, initial positions, velocities
+(per frame, x right and y down), speeds and directions.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from polyjepa.errors import DataError
+
+DIGIT = 28
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX array (MNIST's format), gzipped or not.
+
+    Raises:
+        DataError: the file is missing, truncated, or not IDX; the message names it.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    dtype = np.dtype(IDX_TYPES[data[2]])
+    body = data[4 + 4 * dims:]
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(body) != expected:
+        raise DataError(f"{path}: IDX header says {shape} ({expected} bytes), the file holds "
+                        f"{len(body)} (truncated?)")
+    return np.frombuffer(body, dtype=dtype).reshape(shape)
+
+
+@dataclass
+class ClipTruth:
+    """Ground truth of one clip: per digit `[D]` classes, `[D, 2]` initial top-left positions
+    (x, y) and velocities (pixels per frame), `[D]` speeds and directions (radians)."""
+
+    classes: np.ndarray
+    positions: np.ndarray
+    velocities: np.ndarray
+
+    @property
+    def speeds(self) -> np.ndarray:
+        return np.linalg.norm(self.velocities, axis=1)
+
+    @property
+    def directions(self) -> np.ndarray:
+        return np.arctan2(self.velocities[:, 1], self.velocities[:, 0])
+
+
+class MovingMNIST:
+    """A seeded, streamable Moving MNIST generator.
+
+    Args:
+        images: `[N, 28, 28]` uint8 digits; labels: `[N]` their classes.
+        num_frames: frames per clip `T`.
+        num_digits: digits per clip `D`.
+        canvas: frame side in pixels (64).
+        speed: (low, high) speed range in pixels per frame.
+        seed: clip `i` depends on `(seed, i)` only.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, num_frames: int = 20,
+                 num_digits: int = 2, canvas: int = 64, speed: tuple[float, float] = (2.0, 5.0),
+                 seed: int = 0) -> None:
+        if images.ndim != 3 or images.shape[1:] != (DIGIT, DIGIT) or len(images) != len(labels):
+            raise DataError(f"Moving MNIST needs [N, 28, 28] digits and N labels, got "
+                            f"{list(images.shape)} and {len(labels)}")
+        if canvas < DIGIT:
+            raise ValueError(f"canvas={canvas} is smaller than a {DIGIT}-pixel digit")
+        if num_frames < 1 or num_digits < 1 or not 0 <= speed[0] <= speed[1]:
+            raise ValueError(f"bad generator settings: num_frames={num_frames}, "
+                             f"num_digits={num_digits}, speed={speed}")
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+        self.num_frames, self.num_digits, self.canvas = num_frames, num_digits, canvas
+        self.speed, self.seed = tuple(speed), seed
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, **kwargs) -> MovingMNIST:
+        """Digits from an MNIST folder holding `*-images-idx3-ubyte[.gz]` and the labels file."""
+        folder = Path(folder)
+        images = sorted(folder.glob("*images-idx3-ubyte*"))
+        labels = sorted(folder.glob("*labels-idx1-ubyte*"))
+        if not images or not labels:
+            raise DataError(f"{folder}: no MNIST IDX files (*-images-idx3-ubyte[.gz] and "
+                            "*-labels-idx1-ubyte[.gz])")
+        return cls(read_idx(images[0]), read_idx(labels[0]), **kwargs)
+
+    def truth(self, i: int) -> ClipTruth:
+        """The digits and motions of clip `i`."""
+        rng = np.random.default_rng([self.seed, i])
+        picks = rng.integers(0, len(self.images), self.num_digits)
+        room = self.canvas - DIGIT
+        positions = rng.uniform(0, room, size=(self.num_digits, 2))
+        angle = rng.uniform(0, 2 * np.pi, self.num_digits)
+        speed = rng.uniform(*self.speed, self.num_digits)
+        velocities = np.stack([np.cos(angle), np.sin(angle)], axis=1) * speed[:, None]
+        return ClipTruth(picks, positions, velocities)
+
+    def trajectories(self, truth: ClipTruth) -> np.ndarray:
+        """Top-left positions `[T, D, 2]` of each digit, bouncing off the walls."""
+        room = self.canvas - DIGIT
+        t = np.arange(self.num_frames)[:, None, None]
+        raw = truth.positions[None] + t * truth.velocities[None]  # unfolded straight lines
+        folded = np.mod(raw, 2 * room) if room > 0 else np.zeros_like(raw)
+        return np.where(folded > room, 2 * room - folded, folded)  # reflect
+
+    def clip(self, i: int) -> tuple[np.ndarray, ClipTruth]:
+        """Clip `i` as `[T, canvas, canvas]` uint8 frames and its ground truth (with the digit
+        classes in `classes`)."""
+        truth = self.truth(i)
+        frames = np.zeros((self.num_frames, self.canvas, self.canvas), dtype=np.uint8)
+        corners = np.rint(self.trajectories(truth)).astype(int)
+        for d, pick in enumerate(truth.classes):
+            digit = self.images[pick]
+            for t in range(self.num_frames):
+                x, y = corners[t, d]
+                window = frames[t, y:y + DIGIT, x:x + DIGIT]
+                np.maximum(window, digit, out=window)
+        return frames, ClipTruth(self.labels[truth.classes], truth.positions, truth.velocities)
