@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,11 +62,14 @@ def normalized_extensions(extensions: list[str]) -> tuple[str, ...]:
 
 
 def list_files(spec: str, cfg: FileDataConfig, root: Path | None, field_name: str,
-               what: str) -> tuple[list[LabelledFile], list[str | None]]:
+               what: str, is_sample_dir: Callable[[Path], bool] | None = None,
+               ) -> tuple[list[LabelledFile], list[str | None]]:
     """Files of a folder or manifest, and the manifest's split column (None per file otherwise).
 
     Args:
         what: what the files hold, for messages ("audio files", "point clouds").
+        is_sample_dir: directories for which it is true are samples themselves (a video's
+            folder of frames), found and labelled like files.
 
     Raises:
         DataError: the path is missing, holds no file with one of `cfg.extensions`, a file name
@@ -78,15 +82,19 @@ def list_files(spec: str, cfg: FileDataConfig, root: Path | None, field_name: st
         if path.suffix.lower() not in MANIFEST_SUFFIXES:
             raise DataError(f"{field_name}: {path} is a file but not a CSV manifest "
                             "(path,label[,split]); give a folder or a .csv")
-        return _read_manifest(path, cfg, what)
-    files = _folder_files(path, cfg, field_name, what)
+        return _read_manifest(path, cfg, what, is_sample_dir)
+    files = _folder_files(path, cfg, field_name, what, is_sample_dir)
     return files, [None] * len(files)
 
 
-def _folder_files(folder: Path, cfg: FileDataConfig, field_name: str,
-                  what: str) -> list[LabelledFile]:
+def _folder_files(folder: Path, cfg: FileDataConfig, field_name: str, what: str,
+                  is_sample_dir: Callable[[Path], bool] | None) -> list[LabelledFile]:
     exts = normalized_extensions(cfg.extensions)
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+    dirs = set()
+    if is_sample_dir is not None:
+        dirs = {p for p in folder.rglob("*") if p.is_dir() and is_sample_dir(p)}
+    paths = sorted({p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts
+                    and p.parent not in dirs} | dirs)
     if not paths:
         seen = sorted({p.suffix for p in folder.rglob("*") if p.is_file()})[:10]
         raise DataError(f"{field_name}: no {what} ({', '.join(exts)}) in {folder}"
@@ -124,8 +132,9 @@ def compile_label_regex(text: str) -> re.Pattern:
     return pattern
 
 
-def _read_manifest(path: Path, cfg: FileDataConfig,
-                   what: str) -> tuple[list[LabelledFile], list[str | None]]:
+def _read_manifest(path: Path, cfg: FileDataConfig, what: str,
+                   is_sample_dir: Callable[[Path], bool] | None,
+                   ) -> tuple[list[LabelledFile], list[str | None]]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8"
             sample = f.read(4096)
@@ -153,7 +162,8 @@ def _read_manifest(path: Path, cfg: FileDataConfig,
             raise DataError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
         file = Path(row[col["path"]].strip())
         file = file if file.is_absolute() else path.parent / file
-        if file.suffix.lower() not in exts:
+        sample_dir = is_sample_dir is not None and file.is_dir() and is_sample_dir(file)
+        if file.suffix.lower() not in exts and not sample_dir:
             raise DataError(f"{path}, line {line}: {file.name}: unsupported extension "
                             f"'{file.suffix}' for {what}; supported: {', '.join(exts)}")
         label = row[col["label"]].strip() or None if "label" in col else None
