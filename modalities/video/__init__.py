@@ -1,1 +1,116 @@
-"""Video modality (in progress, issue 7): the Moving MNIST generator (`mnist.py`)."""
+"""Video modality: PyAV / frame-folder / array readers, a Moving MNIST generator (issue 7: the
+tokenizers, maskers and VJ-VCR come next; no recipe uses it yet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from polyjepa.errors import DataError
+from polyjepa.files import list_files, split_files
+from polyjepa.modalities.video.mnist import MovingMNIST, MovingMNISTClips, MovingMNISTConfig
+from polyjepa.modalities.video.readers import (
+    VideoClips,
+    VideoDataConfig,
+    is_frame_folder,
+    probe_sources,
+)
+from polyjepa.modalities.video.synthetic import CLASS_NAMES, synthetic_videos
+from polyjepa.paths import resolve_path
+from polyjepa.registry import ModalityPlugin
+
+RAW_SIDE = 8  # the raw-pixel baseline pools every frame to 8 x 8
+
+
+class VideoArrays(Dataset):
+    """Clips held in memory, `[N, T, H, W]` uint8, as `(clip [T, 1, H, W] float32, label)`."""
+
+    def __init__(self, clips, labels) -> None:
+        self.clips, self.labels = torch.from_numpy(clips), torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int):
+        return self.clips[i].unsqueeze(1).float().div(255.0), self.labels[i]
+
+
+def _meta(dataset, class_names: list[str]) -> dict:
+    clip = dataset[0][0]
+    t, c, h, w = clip.shape
+    return {"class_names": list(class_names), "num_classes": len(class_names), "num_frames": t,
+            "channels": c, "frame_size": [h, w]}
+
+
+def _moving_mnist(cfg: VideoDataConfig, root: Path | None):
+    mm: MovingMNISTConfig = cfg.moving_mnist
+    folder = resolve_path(cfg.path, root, "data.path")
+    full = MovingMNIST.from_folder(folder)
+    cut = int(round(len(full.images) * (1 - cfg.test_fraction)))
+    common = dict(num_frames=cfg.num_frames, num_digits=mm.num_digits, canvas=mm.canvas,
+                  speed=tuple(mm.speed))
+    train = MovingMNISTClips(MovingMNIST(full.images[:cut], full.labels[:cut], seed=mm.seed,
+                                         **common), mm.train_clips)
+    test = MovingMNISTClips(MovingMNIST(full.images[cut:], full.labels[cut:], seed=mm.seed + 1,
+                                        **common), mm.test_clips)
+    return train, test, _meta(train, [str(d) for d in range(10)])
+
+
+def _videos(spec: str, cfg: VideoDataConfig, root: Path | None, field_name: str):
+    files, splits = list_files(spec, cfg, root, field_name, "videos", is_frame_folder)
+    return files, splits
+
+
+def load_data(cfg: VideoDataConfig, root: Path | None):
+    """`(train, test, meta)`: videos found, probed and split, or Moving MNIST generated."""
+    if cfg.moving_mnist is not None:
+        return _moving_mnist(cfg, root)
+    files, splits = _videos(cfg.path, cfg, root, "data.path")
+    if cfg.test_path is not None:
+        train_files, (test_files, _) = files, _videos(cfg.test_path, cfg, root, "data.test_path")
+    else:
+        train_files, test_files = split_files(files, splits, cfg, cfg.path)
+    class_names = sorted({f.label for f in train_files if f.label is not None})
+    unseen = sorted({f.label for f in test_files if f.label is not None} - set(class_names))
+    if unseen:
+        example = next(f.path for f in test_files if f.label == unseen[0])
+        raise DataError(f"test label(s) {unseen[:5]} never occur in training (e.g. {example})")
+    train = VideoClips(probe_sources(train_files, cfg, "training videos"), class_names, cfg)
+    test = VideoClips(probe_sources(test_files, cfg, "test videos"), class_names, cfg)
+    return train, test, _meta(train, class_names)
+
+
+def load_file(cfg: VideoDataConfig, path: str, root: Path | None, meta: dict) -> VideoClips:
+    """Videos of a folder or manifest, labelled with the run's classes (new ones appended)."""
+    files, _ = _videos(path, cfg, root, "data")
+    names = list(meta["class_names"])
+    names += sorted({f.label for f in files if f.label is not None} - set(names))
+    return VideoClips(probe_sources(files, cfg, str(path)), names, cfg)
+
+
+def synthetic(n: int = 300, seed: int = 0):
+    """Built-in moving shapes (see `synthetic.py`), 8 frames of 32 x 32, split 80/20."""
+    clips, labels, _ = synthetic_videos(n, seed=seed)
+    cut = int(0.8 * n)
+    train = VideoArrays(clips[:cut], labels[:cut])
+    return train, VideoArrays(clips[cut:], labels[cut:]), _meta(train, CLASS_NAMES)
+
+
+@torch.no_grad()
+def raw_features(dataset) -> torch.Tensor:
+    """The raw-pixel baseline: every frame average-pooled to 8 x 8, flattened `[N, T * C * 64]`."""
+    rows = [torch.nn.functional.adaptive_avg_pool2d(dataset[i][0], RAW_SIDE).flatten()
+            for i in range(len(dataset))]
+    return torch.stack(rows)
+
+
+plugin = ModalityPlugin(
+    name="video",
+    data_config=VideoDataConfig,
+    load_data=load_data,
+    synthetic=synthetic,
+    raw_features=raw_features,
+    load_file=load_file,
+)

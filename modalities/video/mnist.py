@@ -13,10 +13,13 @@ Each clip carries its ground truth for probing: digit classes, initial positions
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
 
 from polyjepa.errors import DataError
 
@@ -106,8 +109,8 @@ class MovingMNIST:
                             "*-labels-idx1-ubyte[.gz])")
         return cls(read_idx(images[0]), read_idx(labels[0]), **kwargs)
 
-    def truth(self, i: int) -> ClipTruth:
-        """The digits and motions of clip `i`."""
+    def _draw(self, i: int) -> tuple[np.ndarray, ClipTruth]:
+        """Clip `i`'s digit image indices `[D]` and ground truth."""
         rng = np.random.default_rng([self.seed, i])
         picks = rng.integers(0, len(self.images), self.num_digits)
         room = self.canvas - DIGIT
@@ -115,7 +118,15 @@ class MovingMNIST:
         angle = rng.uniform(0, 2 * np.pi, self.num_digits)
         speed = rng.uniform(*self.speed, self.num_digits)
         velocities = np.stack([np.cos(angle), np.sin(angle)], axis=1) * speed[:, None]
-        return ClipTruth(picks, positions, velocities)
+        return picks, ClipTruth(self.labels[picks], positions, velocities)
+
+    def digit_indices(self, i: int) -> np.ndarray:
+        """Which digit images `[D]` clip `i` shows."""
+        return self._draw(i)[0]
+
+    def truth(self, i: int) -> ClipTruth:
+        """The digit classes and motions of clip `i`, without drawing it."""
+        return self._draw(i)[1]
 
     def trajectories(self, truth: ClipTruth) -> np.ndarray:
         """Top-left positions `[T, D, 2]` of each digit, bouncing off the walls."""
@@ -126,15 +137,48 @@ class MovingMNIST:
         return np.where(folded > room, 2 * room - folded, folded)  # reflect
 
     def clip(self, i: int) -> tuple[np.ndarray, ClipTruth]:
-        """Clip `i` as `[T, canvas, canvas]` uint8 frames and its ground truth (with the digit
-        classes in `classes`)."""
-        truth = self.truth(i)
+        """Clip `i` as `[T, canvas, canvas]` uint8 frames, and its ground truth."""
+        picks, truth = self._draw(i)
         frames = np.zeros((self.num_frames, self.canvas, self.canvas), dtype=np.uint8)
         corners = np.rint(self.trajectories(truth)).astype(int)
-        for d, pick in enumerate(truth.classes):
+        for d, pick in enumerate(picks):
             digit = self.images[pick]
             for t in range(self.num_frames):
                 x, y = corners[t, d]
                 window = frames[t, y:y + DIGIT, x:x + DIGIT]
                 np.maximum(window, digit, out=window)
-        return frames, ClipTruth(self.labels[truth.classes], truth.positions, truth.velocities)
+        return frames, truth
+
+
+@dataclass
+class MovingMNISTConfig:
+    """`data.moving_mnist`: generate clips from the MNIST digits in `data.path` instead of
+    reading videos. Training clips draw digits from the first `1 - test_fraction` of the digit
+    images, test clips from the rest (no digit image in both)."""
+
+    train_clips: int = 10000
+    test_clips: int = 2000
+    num_digits: int = 1
+    canvas: int = 64
+    speed: list[float] = field(default_factory=lambda: [2.0, 5.0])  # pixels per frame
+    seed: int = 0  # training clips use (seed, i), test clips (seed + 1, i)
+
+
+class MovingMNISTClips(Dataset):
+    """Generated clips as `(clip [T, 1, H, W] float32 in [0, 1], class of the first digit)`;
+    `truth(i)` gives the clip's digits and motions for dynamics probes."""
+
+    def __init__(self, generator: MovingMNIST, num_clips: int) -> None:
+        self.generator, self.num_clips = generator, num_clips
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        frames, truth = self.generator.clip(i)
+        clip = torch.from_numpy(frames).unsqueeze(1).float().div_(255.0)
+        return clip, torch.tensor(int(truth.classes[0]))
+
+    def truth(self, i: int) -> ClipTruth:
+        """Clip `i`'s digit classes and motions, without drawing its frames."""
+        return self.generator.truth(i)

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.files import FileDataConfig, LabelledFile
+from polyjepa.modalities.video.mnist import MovingMNISTConfig
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".gif", ".mpg", ".mpeg")
 ARRAY_EXTENSIONS = (".npy", ".npz")
@@ -49,6 +50,8 @@ class VideoDataConfig(FileDataConfig):
     size: list[int] | None = None  # [H, W] every frame is scaled to; None keeps the source size
     grayscale: bool = False
     short_policy: str = "loop"  # a video shorter than a clip: loop | pad | skip
+    # Generate Moving MNIST from the MNIST digits in `path` instead of reading videos.
+    moving_mnist: MovingMNISTConfig | None = None
 
 
 @dataclass

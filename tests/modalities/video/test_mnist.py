@@ -79,7 +79,7 @@ def test_frames_draw_each_digit_where_its_trajectory_says():
     images, labels = digits()
     gen = MovingMNIST(images, labels, num_frames=5, num_digits=1, seed=2)
     frames, truth = gen.clip(0)
-    picks = gen.truth(0).classes
+    picks = gen.digit_indices(0)
     corners = np.rint(gen.trajectories(gen.truth(0))).astype(int)
     for t in range(5):
         x, y = corners[t, 0]
@@ -92,7 +92,7 @@ def test_overlapping_digits_take_the_pixelwise_maximum():
     images, labels = digits()
     gen = MovingMNIST(images, labels, num_frames=1, num_digits=2, canvas=DIGIT, seed=0)
     frames, _ = gen.clip(0)  # a 28-pixel canvas: both digits sit at (0, 0)
-    picks = gen.truth(0).classes
+    picks = gen.digit_indices(0)
     assert np.array_equal(frames[0], np.maximum(images[picks[0]], images[picks[1]]))
 
 

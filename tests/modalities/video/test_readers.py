@@ -165,3 +165,39 @@ def test_a_4k_video_is_decoded_at_the_asked_size(tmp_path):
     out = read_frames(source(path), [2], (90, 160), gray=True)
     assert out.shape == (1, 90, 160, 1)
     assert out[0, :40].mean() > 150 and out[0, 50:].mean() < 50
+
+
+def test_load_data_splits_class_folders_and_reads_clips(tmp_path):
+    from polyjepa.modalities.video import load_data, raw_features
+
+    for label in ("up", "down"):
+        (tmp_path / label).mkdir()
+        for k in range(5):
+            write_video(tmp_path / label / f"{k}.mp4", numbered_frames(12, 16, 16))
+    cfg = VideoDataConfig(path=str(tmp_path), num_frames=4, frame_stride=2, size=[8, 8],
+                          grayscale=True, test_fraction=0.2)
+    train, test, meta = load_data(cfg, None)
+    assert (len(train), len(test)) == (8, 2) and meta["class_names"] == ["down", "up"]
+    assert meta["num_frames"] == 4 and meta["channels"] == 1 and meta["frame_size"] == [8, 8]
+    assert sorted(test.labels.tolist()) == [0, 1]  # stratified
+    assert raw_features(test).shape == (2, 4 * 64)
+
+
+def test_moving_mnist_as_a_data_source(tmp_path):
+    from polyjepa.modalities.video import load_data
+    from polyjepa.modalities.video.mnist import MovingMNISTConfig
+
+    from .test_mnist import digits, write_idx
+
+    images, labels = digits(20)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels.astype(np.uint8))
+    cfg = VideoDataConfig(path=str(tmp_path), num_frames=6, test_fraction=0.25,
+                          moving_mnist=MovingMNISTConfig(train_clips=30, test_clips=10))
+    train, test, meta = load_data(cfg, None)
+    assert (len(train), len(test)) == (30, 10) and meta["frame_size"] == [64, 64]
+    clip, label = train[3]
+    assert clip.shape == (6, 1, 64, 64) and int(label) == train.truth(3).classes[0]
+    # test clips only use the held-out quarter of the digit images
+    assert set(test.generator.labels.tolist()) <= set(labels[15:].tolist())
+    assert torch.equal(train[3][0], train[3][0])  # deterministic

@@ -1,0 +1,35 @@
+"""Synthetic videos for tests: one bright shape (square, disk or cross, the class) moving in a
+straight line across a dark 32 x 32 canvas and bouncing off the walls."""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASS_NAMES = ["square", "disk", "cross"]
+
+
+def _shape(kind: int, size: int = 8) -> np.ndarray:
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    if kind == 0:
+        return np.ones((size, size))
+    if kind == 1:
+        return (x**2 + y**2 <= (size / 2) ** 2).astype(float)
+    return ((np.abs(x) < 1.5) | (np.abs(y) < 1.5)).astype(float)
+
+
+def synthetic_videos(n: int, num_frames: int = 8, canvas: int = 32,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`n` clips `[n, T, canvas, canvas]` uint8, their classes `[n]` and velocities `[n, 2]`."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % len(CLASS_NAMES))
+    velocity = rng.uniform(-3, 3, size=(n, 2))
+    start = rng.uniform(0, canvas - 8, size=(n, 2))
+    clips = np.zeros((n, num_frames, canvas, canvas), dtype=np.uint8)
+    room = canvas - 8
+    for i in range(n):
+        sprite = (_shape(labels[i]) * 220).astype(np.uint8)
+        for t in range(num_frames):
+            pos = np.mod(start[i] + t * velocity[i], 2 * room)
+            x, y = np.rint(np.where(pos > room, 2 * room - pos, pos)).astype(int)
+            clips[i, t, y:y + 8, x:x + 8] = sprite
+    return clips, labels, velocity
