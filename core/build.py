@@ -144,6 +144,16 @@ def build_objective(recipe: Recipe, meta: dict, augmentations: list[Any] = ()) -
             cfg.model.predictor, "predictor", "model.predictor", recipe,
             {**meta, "in_dim": backbone.dim, "num_prefix_tokens": backbone.num_prefix_tokens},
         )
+    elif name == "predictive_vcr":
+        if cfg.model.predictor is None:
+            raise ConfigError(f"{recipe.source}: model.predictor: predictive_vcr needs one")
+        masker = build_masker(recipe, meta, token_layout(backbone))  # its counts size the predictor
+        sizes = {k: getattr(masker, k) for k in ("num_context", "num_target") if hasattr(masker, k)}
+        context["predictor"] = call_factory(cfg.model.predictor, "predictor", "model.predictor",
+                                            recipe, {**meta, "in_dim": backbone.dim, **sizes})
+        if cfg.model.decoder is not None:
+            context["decoder"] = call_factory(cfg.model.decoder, "decoder", "model.decoder", recipe,
+                                              {**meta, "in_dim": backbone.dim})
     elif name == "byol":
         if cfg.model.projector is None or cfg.model.predictor is None:
             raise ConfigError(

@@ -35,6 +35,7 @@ class ModelConfig:
     frontend: Spec | None = None  # fixed feature transform on the device, e.g. audio.logmel
     predictor: Spec | None = None  # JEPA: context latents -> target latents; BYOL: MLP head
     projector: Spec | None = None  # BYOL only: pooled latent -> projection
+    decoder: Spec | None = None  # generative objectives: latent -> input (e.g. video.frame_decoder)
 
 
 @dataclass

@@ -148,6 +148,33 @@ def run_protocols(splits: dict, cfg, classes: int) -> dict:
     return result
 
 
+def target_probes(splits: dict, train_targets: dict, test_targets: dict) -> dict:
+    """Probe each encoder's features for a dataset's extra targets (`dataset.probe_targets()`:
+    name -> `[N]` or `[N, k]` array, e.g. a video's speeds): integer targets by logistic
+    regression (accuracy), real ones by ridge regression (R² on the test split, alpha by
+    cross-validation on the training split).
+
+    Returns:
+        `{name: {"metric": "accuracy" | "r2", encoder: value, ...}}`.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    out = {}
+    for name, y_tr in train_targets.items():
+        y_te = test_targets[name]
+        classify = np.issubdtype(np.asarray(y_tr).dtype, np.integer)
+        row: dict = {"metric": "accuracy" if classify else "r2"}
+        for encoder in ENCODERS:
+            (x_tr, _), (x_te, _) = splits[encoder]
+            if classify:
+                row[encoder] = linear_probe(x_tr, y_tr, x_te, y_te)
+            else:
+                model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 7)))
+                row[encoder] = float(model.fit(x_tr, y_tr).score(x_te, y_te))
+        out[name] = row
+    return out
+
+
 def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
     """At most `limit` rows of `(x, y)`, drawn without replacement with `seed`."""
     if limit is None or len(x) <= limit:
@@ -209,6 +236,9 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
     if (y_all < 0).any():
         raise DataError(f"{recipe.source}: evaluation needs labels, and some samples have none")
     result = run_protocols(splits, cfg, len(np.unique(y_all)))
+    if data_path is None and hasattr(train_set, "probe_targets"):
+        result["targets"] = target_probes(splits, train_set.probe_targets(),
+                                          test_set.probe_targets())
     result["n_train"] = int(len(splits["pretrained"][0][1]))
     result["n_test"] = int(len(splits["pretrained"][1][1]))
     return result
@@ -220,6 +250,9 @@ def format_table(result: dict) -> str:
     lines = [f"{'encoder':<14}" + "".join(f"{p:>14}" for p in scalar)]
     for name in ENCODERS:
         lines.append(f"{name:<14}" + "".join(f"{result[p][name]:>14.4f}" for p in scalar))
+    for name, row in result.get("targets", {}).items():
+        lines.append(f"target {name} ({row['metric']}): " + ", ".join(
+            f"{encoder} {row[encoder]:.4f}" for encoder in ENCODERS))
     for episode, scores in result.get("few_shot", {}).items():
         lines.append(f"few-shot {episode}: " + ", ".join(
             f"{name} {s['mean']:.4f} ± {s['std']:.4f}" for name, s in scores.items()))

@@ -107,3 +107,33 @@ class MultiBlockMasker:
     def __call__(self, batch_size: int, generator: torch.Generator) -> Masks:
         return masks.multiblock(batch_size, self.grid, self.target_scale, self.target_aspect,
                                 self.num_targets, self.context_scale, generator, self.min_keep)
+
+
+@register("future", kind="masker")
+class FutureMasker:
+    """Past predicts future: the context is the first `context_steps` steps of a sequence, the
+    target the next `target_steps` (VJ-VCR: 3 frames predict 12). A step holds
+    `num_tokens // steps` tokens (one per frame for a per-frame encoder; a frame's patches for a
+    tubelet tokenizer, whose grid `(T, H, W)` puts time first).
+
+    Args:
+        num_tokens: N, tokens per sample.
+        context_steps, target_steps: steps (frames) of context and target.
+        steps: steps in a sample; default N (one token per step), or the grid's first axis.
+    """
+
+    def __init__(self, num_tokens: int, context_steps: int = 3, target_steps: int = 12,
+                 steps: int | None = None, grid: tuple[int, ...] | None = None) -> None:
+        steps = steps or (grid[0] if grid else num_tokens)
+        if num_tokens % steps:
+            raise ValueError(f"num_tokens={num_tokens} is not a whole number of tokens per step "
+                             f"for {steps} steps")
+        if context_steps < 1 or target_steps < 1 or context_steps + target_steps > steps:
+            raise ValueError(f"context_steps={context_steps} + target_steps={target_steps} must "
+                             f"fit in the {steps} steps of a sample, each >= 1")
+        per_step = num_tokens // steps
+        self.num_context, self.num_target = context_steps * per_step, target_steps * per_step
+        self.num_tokens = num_tokens
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> Masks:
+        return masks.future_split(batch_size, self.num_tokens, self.num_context, self.num_target)

@@ -221,3 +221,89 @@ class BYOL(nn.Module):
     def export_backbone(self) -> Backbone:
         """The encoder to export: the online encoder (BYOL keeps the online network)."""
         return self.online
+
+
+@register("predictive_vcr", kind="objective")
+class PredictiveVCR(nn.Module):
+    """Predict the representations of a sample's target tokens (the future frames) from its
+    context tokens (the past), with variance-covariance regularization instead of an EMA target
+    (VJ-VCR, Drozdov et al. 2024). One encoder, one pass, gradients through both sides.
+
+    With `target="pixels"` it is the generative baseline of the same framework: a decoder maps
+    each predicted latent to its frame, and the loss is the pixel MSE (needs one token per
+    frame, so that target token `i` is frame `i`); the regularizers then see only the context.
+
+    A predictor with several heads (a discrete latent variable `z`) is trained on the head of
+    lowest energy per sample (`z* = argmin_z E`), which lets heads specialise to futures the past
+    does not determine. Pure winner-takes-all leaves heads that lose at initialisation dead
+    forever, so the losers get a small share `latent_relax` of the loss (relaxed
+    winner-takes-all, Rupprecht et al. 2017); `loss_pred` reports the winners' energy and
+    `latent_top_share` the share of the batch the busiest head wins.
+
+    Args:
+        backbone: the encoder (`[B, N, D]` latents).
+        predictor: `context [B, Nc, D] -> [B, K, Nt, D]` (e.g. `sequence_mlp`).
+        regularizers: applied to each token position's latents over the batch (`[B, D]`, one
+            call per position, averaged): VJ-VCR regularizes every frame's representation.
+        decoder: `[..., D] -> [..., C, H, W]`, for `target="pixels"`.
+        target: "latent" (VJ-VCR) or "pixels" (the generative baseline).
+        latent_relax: weight shared by the losing heads (K > 1).
+    """
+
+    num_views = 0
+
+    def __init__(self, backbone: Backbone, predictor: nn.Module,
+                 regularizers: list[nn.Module] | None = None, decoder: nn.Module | None = None,
+                 target: str = "latent", latent_relax: float = 0.05) -> None:
+        super().__init__()
+        if not 0 <= latent_relax < 1:
+            raise ValueError(f"objective.latent_relax must lie in [0, 1), got {latent_relax}")
+        self.latent_relax = latent_relax
+        if target not in ("latent", "pixels"):
+            raise ValueError(f"objective.target: '{target}' is not latent or pixels")
+        if target == "pixels" and decoder is None:
+            raise ValueError("objective.target=pixels needs a model.decoder")
+        self.online, self.predictor, self.decoder, self.target_kind = backbone, predictor, decoder, target
+        self.regularizers = nn.ModuleList(regularizers or [])
+        self.monitor_embeddings: Tensor | None = None
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        masks = batch.masks
+        if masks is None or masks.target.shape[1] != 1:
+            raise ValueError("predictive_vcr needs one target set per sample (the `future` masker)")
+        target_idx = masks.target[:, 0]  # [B, Nt]
+        h = self.online(batch.x)  # [B, R + N, D], every token, with gradient
+        h = h[:, self.online.num_prefix_tokens:]
+        self.monitor_embeddings = h.detach().mean(1).float()
+        pred = self.predictor(gather_tokens(h, masks.context))  # [B, K, Nt, D]
+        if self.target_kind == "pixels":
+            frames = torch.gather(batch.x, 1, target_idx.view(*target_idx.shape, 1, 1, 1).expand(
+                -1, -1, *batch.x.shape[2:]))  # [B, Nt, C, H, W]
+            energy = (self.decoder(pred).float() - frames.unsqueeze(1).float()).square()
+            regularized = gather_tokens(h, masks.context)
+        else:
+            targets = gather_tokens(h, target_idx)  # [B, Nt, D]
+            energy = (pred.float() - targets.unsqueeze(1).float()).square()
+            regularized = h
+        energy = energy.flatten(2).mean(-1)  # [B, K]
+        best, choice = energy.min(dim=1)  # z* = argmin_z E(x, y, z)
+        loss = best.mean()
+        logs = {"loss_pred": loss.detach()}
+        heads = energy.shape[1]
+        if heads > 1:
+            losers = (energy.sum(1) - best) / (heads - 1)
+            loss = (1 - self.latent_relax) * loss + self.latent_relax * losers.mean()
+            wins = torch.bincount(choice, minlength=heads).float()  # busiest head's share
+            logs["latent_top_share"] = (wins.max() / len(choice)).detach()
+        for reg in self.regularizers:
+            parts = [reg(regularized[:, i].float()) for i in range(regularized.shape[1])]
+            loss = loss + torch.stack([p[0] for p in parts]).mean()
+            for key in parts[0][1]:
+                logs[key] = torch.stack([p[1][key] for p in parts]).mean()
+        return loss, logs
+
+    def update_target(self, momentum: float) -> None:
+        """Nothing to update: there is no target network."""
+
+    def export_backbone(self) -> Backbone:
+        return self.online

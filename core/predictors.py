@@ -88,3 +88,37 @@ class MLPHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+@register("sequence_mlp", kind="predictor")
+class SequenceMLP(nn.Module):
+    """Predict `num_target` latents from the concatenation of `num_context` context latents
+    with an MLP (VJ-VCR's Moving MNIST predictor: two hidden layers, all target frames at once).
+
+    With `num_latents = K > 1` the last layer has K heads, one per value of a discrete latent
+    variable `z` (VJ-VCR's one-hot latent): the objective scores each and keeps the best, so
+    different heads can take different futures.
+
+    Args:
+        in_dim: latent width D.
+        num_context, num_target: Nc context and Nt target latents (fixed by the masker).
+        hidden: width of the two hidden layers.
+        num_latents: K heads.
+
+    `forward(context [B, Nc, D]) -> [B, K, Nt, D]`.
+    """
+
+    def __init__(self, in_dim: int, num_context: int, num_target: int, hidden: int = 512,
+                 num_latents: int = 1) -> None:
+        super().__init__()
+        if num_latents < 1:
+            raise ValueError(f"num_latents must be >= 1, got {num_latents}")
+        self.num_target, self.num_latents, self.in_dim = num_target, num_latents, in_dim
+        self.body = nn.Sequential(nn.Linear(num_context * in_dim, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.heads = nn.Linear(hidden, num_latents * num_target * in_dim)
+
+    def forward(self, context: Tensor) -> Tensor:
+        b = context.shape[0]
+        out = self.heads(self.body(context.flatten(1)))
+        return out.view(b, self.num_latents, self.num_target, self.in_dim)

@@ -26,8 +26,8 @@ from polyjepa.errors import RegistryError
 
 MODALITY_GROUP = "polyjepa.modalities"
 COMPONENT_GROUP = "polyjepa.components"
-KINDS = ("frontend", "tokenizer", "masker", "augmentation", "encoder", "predictor", "objective",
-         "regularizer")
+KINDS = ("frontend", "tokenizer", "masker", "augmentation", "encoder", "predictor", "decoder",
+         "objective", "regularizer")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from polyjepa.errors import DataError
 from polyjepa.files import list_files, split_files
+from polyjepa.modalities.video.encoders import FrameCNN, FrameDecoder
 from polyjepa.modalities.video.mnist import MovingMNIST, MovingMNISTClips, MovingMNISTConfig
 from polyjepa.modalities.video.readers import (
     VideoClips,
@@ -25,10 +26,15 @@ RAW_SIDE = 8  # the raw-pixel baseline pools every frame to 8 x 8
 
 
 class VideoArrays(Dataset):
-    """Clips held in memory, `[N, T, H, W]` uint8, as `(clip [T, 1, H, W] float32, label)`."""
+    """Clips held in memory, `[N, T, H, W]` uint8, as `(clip [T, 1, H, W] float32, label)`, with
+    their shapes' velocities `[N, 2]` as probe targets."""
 
-    def __init__(self, clips, labels) -> None:
+    def __init__(self, clips, labels, velocities) -> None:
         self.clips, self.labels = torch.from_numpy(clips), torch.as_tensor(labels, dtype=torch.long)
+        self.velocities = velocities
+
+    def probe_targets(self) -> dict:
+        return {"velocity": self.velocities}
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -41,6 +47,7 @@ def _meta(dataset, class_names: list[str]) -> dict:
     clip = dataset[0][0]
     t, c, h, w = clip.shape
     return {"class_names": list(class_names), "num_classes": len(class_names), "num_frames": t,
+            "num_tokens": t,  # one per frame for per-frame encoders (tokenizers say otherwise)
             "channels": c, "frame_size": [h, w]}
 
 
@@ -92,10 +99,11 @@ def load_file(cfg: VideoDataConfig, path: str, root: Path | None, meta: dict) ->
 
 def synthetic(n: int = 300, seed: int = 0):
     """Built-in moving shapes (see `synthetic.py`), 8 frames of 32 x 32, split 80/20."""
-    clips, labels, _ = synthetic_videos(n, seed=seed)
+    clips, labels, velocities = synthetic_videos(n, seed=seed)
     cut = int(0.8 * n)
-    train = VideoArrays(clips[:cut], labels[:cut])
-    return train, VideoArrays(clips[cut:], labels[cut:]), _meta(train, CLASS_NAMES)
+    train = VideoArrays(clips[:cut], labels[:cut], velocities[:cut])
+    return (train, VideoArrays(clips[cut:], labels[cut:], velocities[cut:]),
+            _meta(train, CLASS_NAMES))
 
 
 @torch.no_grad()
@@ -113,4 +121,5 @@ plugin = ModalityPlugin(
     synthetic=synthetic,
     raw_features=raw_features,
     load_file=load_file,
+    components={"frame_cnn": FrameCNN, "frame_decoder": FrameDecoder},
 )

@@ -182,3 +182,12 @@ class MovingMNISTClips(Dataset):
     def truth(self, i: int) -> ClipTruth:
         """Clip `i`'s digit classes and motions, without drawing its frames."""
         return self.generator.truth(i)
+
+    def probe_targets(self) -> dict[str, np.ndarray]:
+        """Dynamics of the first digit, for probes: `speed [N]` (pixels per frame, constant in a
+        clip), initial `velocity [N, 2]` and initial `direction [N]` in 8 bins of 45 degrees."""
+        truths = [self.truth(i) for i in range(self.num_clips)]
+        velocity = np.stack([t.velocities[0] for t in truths])
+        angle = np.mod(np.arctan2(velocity[:, 1], velocity[:, 0]), 2 * np.pi)
+        return {"speed": np.linalg.norm(velocity, axis=1), "velocity": velocity,
+                "direction": (angle // (np.pi / 4)).astype(np.int64) % 8}
