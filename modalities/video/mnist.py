@@ -176,7 +176,7 @@ class MovingMNISTClips(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         frames, truth = self.generator.clip(i)
-        clip = torch.from_numpy(frames).unsqueeze(1).float().div_(255.0)
+        clip = torch.from_numpy(frames[:, None].astype(np.float32) / np.float32(255.0))
         return clip, torch.tensor(int(truth.classes[0]))
 
     def truth(self, i: int) -> ClipTruth:
