@@ -122,6 +122,9 @@ class FutureMasker:
         steps: steps in a sample; default N (one token per step), or the grid's first axis.
     """
 
+    num_targets = 1
+    deterministic = True  # the same split every batch: nothing is drawn
+
     def __init__(self, num_tokens: int, context_steps: int = 3, target_steps: int = 12,
                  steps: int | None = None, grid: tuple[int, ...] | None = None) -> None:
         steps = steps or (grid[0] if grid else num_tokens)

@@ -30,6 +30,10 @@ CASES: dict[str, list[tuple[dict, int]]] = {
         ({"grid": [8, 8], "min_keep": 4}, 64),
         ({"grid": (4, 8, 8), "target_scale": (0.1, 0.15), "min_keep": 4}, 256),
     ],
+    "future": [
+        ({"num_tokens": 15}, 15),  # VJ-VCR: 3 frames predict 12
+        ({"num_tokens": 128, "context_steps": 2, "target_steps": 3, "grid": (8, 4, 4)}, 128),
+    ],
 }
 
 CORE_MASKERS = sorted(name for name, _ in list_components("masker") if "." not in name)
@@ -67,7 +71,7 @@ def check(masks: Masks, batch_size: int, num_tokens: int, num_targets: int) -> N
 @pytest.mark.parametrize("name,kwargs,num_tokens", PARAMS)
 def test_masker_contract(name, kwargs, num_tokens):
     masker = make(name, kwargs)
-    num_targets = kwargs.get("num_targets", 4)
+    num_targets = kwargs.get("num_targets", getattr(masker, "num_targets", 4))
     shapes = set()
     for seed in range(25):
         masks = masker(8, torch.Generator().manual_seed(seed))
@@ -75,7 +79,9 @@ def test_masker_contract(name, kwargs, num_tokens):
         shapes.add((masks.context.shape[1], masks.target.shape[2]))
         if name == "random_subsets":
             assert masks.context.shape[1] + masks.target.shape[2] <= num_tokens
-    if isinstance(kwargs.get("target_ratio", (0, 1)), tuple | list) and num_tokens >= 20:
+    if getattr(masker, "deterministic", False):
+        assert len(shapes) == 1
+    elif isinstance(kwargs.get("target_ratio", (0, 1)), tuple | list) and num_tokens >= 20:
         assert len(shapes) > 1, "ratio ranges should give varying counts across batches"
 
 
@@ -89,7 +95,7 @@ def test_masker_is_seeded(name, kwargs, num_tokens):
     state = torch.get_rng_state()
     masker(6, torch.Generator().manual_seed(12))
     assert torch.equal(torch.get_rng_state(), state)
-    if num_tokens > 2:
+    if num_tokens > 2 and not getattr(masker, "deterministic", False):
         draws = [masker(6, torch.Generator().manual_seed(s)) for s in range(5)]
         assert any(not torch.equal(d.target, draws[0].target) for d in draws[1:])
 

@@ -98,7 +98,7 @@ def load_file(cfg: VideoDataConfig, path: str, root: Path | None, meta: dict) ->
 
 
 def synthetic(n: int = 300, seed: int = 0):
-    """Built-in moving shapes (see `synthetic.py`), 8 frames of 32 x 32, split 80/20."""
+    """Built-in moving shapes (see `synthetic.py`), 16 frames of 32 x 32, split 80/20."""
     clips, labels, velocities = synthetic_videos(n, seed=seed)
     cut = int(0.8 * n)
     train = VideoArrays(clips[:cut], labels[:cut], velocities[:cut])

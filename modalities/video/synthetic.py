@@ -17,7 +17,7 @@ def _shape(kind: int, size: int = 8) -> np.ndarray:
     return ((np.abs(x) < 1.5) | (np.abs(y) < 1.5)).astype(float)
 
 
-def synthetic_videos(n: int, num_frames: int = 8, canvas: int = 32,
+def synthetic_videos(n: int, num_frames: int = 16, canvas: int = 32,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`n` clips `[n, T, canvas, canvas]` uint8, their classes `[n]` and velocities `[n, 2]`."""
     rng = np.random.default_rng(seed)
