@@ -66,8 +66,8 @@ def _moving_mnist(cfg: VideoDataConfig, root: Path | None):
 
 
 def _videos(spec: str, cfg: VideoDataConfig, root: Path | None, field_name: str):
-    files, splits = list_files(spec, cfg, root, field_name, "videos", is_frame_folder)
-    return files, splits
+    """`(files, manifest splits)` of a folder or manifest of videos and frame folders."""
+    return list_files(spec, cfg, root, field_name, "videos", is_frame_folder)
 
 
 def load_data(cfg: VideoDataConfig, root: Path | None):

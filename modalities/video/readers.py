@@ -220,10 +220,10 @@ def _fit(frame: np.ndarray, size: tuple[int, int] | None, gray: bool) -> np.ndar
 def _to_uint8(frames: list[np.ndarray], path: Path) -> np.ndarray:
     out = np.stack(frames)
     if out.dtype != np.uint8:  # float arrays in [0, 1] (or [0, 255])
+        if not np.isfinite(out).all():
+            raise DataError(f"{path}: frames hold NaN or infinite values")
         scale = 255.0 if out.max(initial=0) <= 1.0 else 1.0
         out = np.clip(out * scale, 0, 255).round().astype(np.uint8)
-    if not np.isfinite(out).all():
-        raise DataError(f"{path}: frames hold NaN or infinite values")
     return out
 
 

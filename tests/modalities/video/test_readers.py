@@ -201,3 +201,11 @@ def test_moving_mnist_as_a_data_source(tmp_path):
     # test clips only use the held-out quarter of the digit images
     assert set(test.generator.labels.tolist()) <= set(labels[15:].tolist())
     assert torch.equal(train[3][0], train[3][0])  # deterministic
+
+
+def test_nan_frames_in_an_array_are_a_named_error(tmp_path):
+    frames = np.random.rand(4, 8, 8).astype(np.float32)
+    frames[2, 3, 3] = np.nan
+    np.save(tmp_path / "nan.npy", frames)
+    with pytest.raises(DataError, match="nan.npy.*NaN"):
+        read_frames(source(tmp_path / "nan.npy"), [0, 2], None, gray=True)
