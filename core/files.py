@@ -225,3 +225,21 @@ def _split_by_groups(files: list, test_groups: dict[str, list[str]], source: str
         raise DataError(f"{source}: data.test_groups {test_groups} leaves "
                         f"{len(train)} training and {len(test)} test samples; both must be non-empty")
     return train, test
+
+
+def training_classes(train: list, test: list, order: list[str] | None = None,
+                     describe: Callable[[object], object] = lambda item: item.path) -> list[str]:
+    """The class names of the training items (`label` attribute), sorted or in the order of
+    `order` (e.g. a bundle's `class_names`), checking that every test label is among them.
+
+    Raises:
+        DataError: a test label never occurs in training; names one such test item
+            (`describe(item)`, its path by default).
+    """
+    labels = {item.label for item in train if item.label is not None}
+    names = [n for n in order if n in labels] if order else sorted(labels)
+    unseen = sorted({item.label for item in test if item.label is not None} - labels)
+    if unseen:
+        example = describe(next(item for item in test if item.label == unseen[0]))
+        raise DataError(f"test label(s) {unseen[:5]} never occur in training (e.g. {example})")
+    return names

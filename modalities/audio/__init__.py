@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from polyjepa.errors import DataError
+from polyjepa.files import training_classes
 from polyjepa.modalities.audio.augment import (
     BatchNormalize,
     MixupMemory,
@@ -102,11 +103,7 @@ def load_data(cfg: AudioDataConfig, root: Path | None):
     train_clips, train_frames = check_clips(train_clips, cfg.sample_rate, cfg.on_error,
                                             "training clips")
     test_clips, test_frames = check_clips(test_clips, cfg.sample_rate, cfg.on_error, "test clips")
-    class_names = sorted({c.label for c in train_clips if c.label is not None})
-    unseen = sorted({c.label for c in test_clips if c.label is not None} - set(class_names))
-    if unseen:
-        example = next(c.path for c in test_clips if c.label == unseen[0])
-        raise DataError(f"test label(s) {unseen[:5]} never occur in training (e.g. {example})")
+    class_names = training_classes(train_clips, test_clips)
     train = AudioFiles(train_clips, train_frames, class_names, cfg.sample_rate, cfg.clip_seconds,
                        cfg.eval_crop, cfg.cache)
     test = AudioFiles(test_clips, test_frames, class_names, cfg.sample_rate, cfg.clip_seconds,

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from polyjepa.errors import DataError
-from polyjepa.files import list_files, split_files
+from polyjepa.files import list_files, split_files, training_classes
 from polyjepa.modalities.pointcloud.ops import pairwise_dist
 from polyjepa.modalities.pointcloud.readers import (
     Cloud,
@@ -69,12 +68,7 @@ def load_data(cfg: PointCloudDataConfig, root: Path | None):
         test_clouds, _, _ = _read(cfg.test_path, cfg, root, "data.test_path")
     else:
         train_clouds, test_clouds = split_files(clouds, splits, cfg, cfg.path)
-    labels = {c.label for c in train_clouds if c.label is not None}
-    class_names = [n for n in names if n in labels] if names else sorted(labels)
-    unseen = sorted({c.label for c in test_clouds if c.label is not None} - labels)
-    if unseen:
-        example = next(c.source for c in test_clouds if c.label == unseen[0])
-        raise DataError(f"test label(s) {unseen[:5]} never occur in training (e.g. {example})")
+    class_names = training_classes(train_clouds, test_clouds, names, lambda c: c.source)
     train = _dataset(train_clouds, class_names, cfg, "training clouds")
     test = _dataset(test_clouds, class_names, cfg, "test clouds")
     return train, test, _meta(train, class_names)

@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from polyjepa.errors import DataError
-from polyjepa.files import list_files, split_files
+from polyjepa.files import list_files, split_files, training_classes
 from polyjepa.modalities.video.encoders import FrameCNN, FrameDecoder
 from polyjepa.modalities.video.mnist import MovingMNIST, MovingMNISTClips, MovingMNISTConfig
 from polyjepa.modalities.video.readers import (
@@ -79,11 +78,7 @@ def load_data(cfg: VideoDataConfig, root: Path | None):
         train_files, (test_files, _) = files, _videos(cfg.test_path, cfg, root, "data.test_path")
     else:
         train_files, test_files = split_files(files, splits, cfg, cfg.path)
-    class_names = sorted({f.label for f in train_files if f.label is not None})
-    unseen = sorted({f.label for f in test_files if f.label is not None} - set(class_names))
-    if unseen:
-        example = next(f.path for f in test_files if f.label == unseen[0])
-        raise DataError(f"test label(s) {unseen[:5]} never occur in training (e.g. {example})")
+    class_names = training_classes(train_files, test_files)
     train = VideoClips(probe_sources(train_files, cfg, "training videos"), class_names, cfg)
     test = VideoClips(probe_sources(test_files, cfg, "test videos"), class_names, cfg)
     return train, test, _meta(train, class_names)
