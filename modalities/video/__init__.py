@@ -1,5 +1,5 @@
-"""Video modality: PyAV / frame-folder / array readers, a Moving MNIST generator (issue 7: the
-tokenizers, maskers and VJ-VCR come next; no recipe uses it yet)."""
+"""Video modality: PyAV / frame-folder / array readers, a Moving MNIST generator, a per-frame CNN
+encoder (VJ-VCR), a tubelet tokenizer (video ViTs) and the pixel baseline's frame decoder."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from polyjepa.modalities.video.readers import (
     probe_sources,
 )
 from polyjepa.modalities.video.synthetic import CLASS_NAMES, synthetic_videos
+from polyjepa.modalities.video.tokenizer import TubeletPatches
 from polyjepa.paths import resolve_path
 from polyjepa.registry import ModalityPlugin
 
@@ -116,5 +117,5 @@ plugin = ModalityPlugin(
     synthetic=synthetic,
     raw_features=raw_features,
     load_file=load_file,
-    components={"frame_cnn": FrameCNN, "frame_decoder": FrameDecoder},
+    components={"frame_cnn": FrameCNN, "frame_decoder": FrameDecoder, "tubelets": TubeletPatches},
 )

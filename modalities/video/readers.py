@@ -130,7 +130,7 @@ def probe(path: Path) -> tuple[int, tuple[int, int]]:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise DataError(f"{path}: has no video stream")
+                raise DataError(f"{path}: has no video stream (no frames)")
             stream = container.streams.video[0]
             count = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
             size = (stream.codec_context.height, stream.codec_context.width)

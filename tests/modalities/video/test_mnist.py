@@ -113,3 +113,43 @@ def test_shared_mnist_digits(shared_data):
     frames, truth = gen.clip(0)
     assert frames.shape == (10, 64, 64) and frames.max() > 200
     assert all(0 <= c <= 9 for c in truth.classes)
+
+
+def test_export_npy_and_mp4_round_trip(tmp_path):
+    from polyjepa.modalities.video.export import export_npy, export_videos, main
+    from polyjepa.modalities.video.readers import VideoDataConfig
+
+    gen = MovingMNIST(*digits(), num_frames=6, num_digits=2, seed=3)
+    path = export_npy(gen, 5, tmp_path / "mm.npy", progress=False)
+    array = np.load(path)
+    assert array.shape == (5, 6, 64, 64) and array.dtype == np.uint8
+    np.testing.assert_array_equal(array[4], gen.clip(4)[0])
+    truth = np.load(tmp_path / "mm_truth.npz")
+    np.testing.assert_allclose(truth["velocities"][2], gen.truth(2).velocities)
+    assert truth["classes"].shape == (5, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mm.npy", "mm_truth.npz"]
+
+    folder = export_videos(gen, 3, tmp_path / "mp4", progress=False)
+    manifest = (folder / "manifest.csv").read_text().splitlines()
+    assert manifest[0] == "path,label" and len(manifest) == 4
+    assert manifest[1] == f"clip_000000.mp4,{gen.truth(0).classes[0]}"
+    # polyjepa's own reader reads them back: same frames up to the codec's loss
+    from polyjepa.modalities.video import load_file
+
+    cfg = VideoDataConfig(num_frames=6, sampling="uniform", grayscale=True)
+    clips = load_file(cfg, str(folder / "manifest.csv"), None, {"class_names": []})
+    assert len(clips) == 3
+    for k, source in enumerate(clips.sources):
+        i = int(source.path.stem.split("_")[1])
+        assert source.label == str(gen.truth(i).classes[0])
+        decoded = clips[k][0].squeeze(1).numpy() * 255
+        assert np.abs(decoded - gen.clip(i)[0]).mean() < 8  # a lossy codec, the same picture
+    images, labels = digits()
+    (tmp_path / "digits").mkdir()
+    write_idx(tmp_path / "digits" / "t10k-images-idx3-ubyte", images)
+    write_idx(tmp_path / "digits" / "t10k-labels-idx1-ubyte", labels.astype(np.uint8))
+    command = [str(tmp_path / "digits"), "--clips", "2", "--frames", "4", "--out"]
+    assert main([*command, str(tmp_path / "cli.npy")]) == 0
+    assert np.load(tmp_path / "cli.npy").shape == (2, 4, 64, 64)
+    assert main([*command, str(tmp_path / "mp4")]) == 2  # an existing folder is not overwritten
+    assert main([str(tmp_path), "--out", str(tmp_path / "x.npy")]) == 2  # no digits there
