@@ -154,6 +154,13 @@ def build_objective(recipe: Recipe, meta: dict, augmentations: list[Any] = ()) -
         if cfg.model.decoder is not None:
             context["decoder"] = call_factory(cfg.model.decoder, "decoder", "model.decoder", recipe,
                                               {**meta, "in_dim": backbone.dim})
+    elif name == "latent_rollout":
+        if cfg.model.predictor is None:
+            raise ConfigError(f"{recipe.source}: model.predictor: latent_rollout needs one")
+        layout = token_layout(backbone)
+        context["predictor"] = call_factory(cfg.model.predictor, "predictor", "model.predictor",
+                                            recipe, {**meta, "in_dim": backbone.dim,
+                                                     "action_dim": layout.get("action_dim", 0)})
     elif name == "byol":
         if cfg.model.projector is None or cfg.model.predictor is None:
             raise ConfigError(

@@ -103,7 +103,7 @@ def _cmd_embed(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     backbone = load_encoder(run_dir, device=str(device))
     x, _ = embed(backbone, dataset, args.pooling or recipe.cfg.eval.pooling,
-                 recipe.cfg.eval.batch_size, device, backbone.num_prefix_tokens)
+                 recipe.cfg.eval.batch_size, device)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npy")

@@ -21,7 +21,8 @@ from polyjepa.types import Batch, Masks, RawInput
 
 Masker = Callable[[int, torch.Generator], Masks]
 """`(batch_size, generator) -> Masks`; a masker whose `progressive` attribute is true (a
-curriculum) is called as `(batch_size, generator, position)`, position = micro-batch index."""
+curriculum) is called as `(batch_size, generator, position)`, position = micro-batch index, and
+one whose `reads_input` attribute is true as `(x, generator)`, x = the batched raw input."""
 Augmentation = Callable[[RawInput, torch.Generator], RawInput]
 
 
@@ -111,7 +112,9 @@ class Collate:
     """Stacks `(x, y)` samples into a `Batch` and samples its masks and views.
 
     Args:
-        masker: `(batch_size, generator) -> Masks`, for JEPA objectives.
+        masker: `(batch_size, generator) -> Masks`, for JEPA objectives; a masker with a true
+            `reads_input` attribute is called `(x, generator)` with the batched raw input
+            instead, to draw around what the input holds (padding at the end of short series).
         augmentations: applied in order to the batched input to make each view (BYOL), or to
             the input itself when `num_views` is 0 (JEPA: one augmented view, then masked).
         num_views: views to make when `augmentations` is given.
@@ -132,9 +135,12 @@ class Collate:
         x, y = default_collate(samples)
         masks = None
         if self.masker is not None:
-            progressive = getattr(self.masker, "progressive", False)
-            masks = (self.masker(len(samples), g, position) if progressive
-                     else self.masker(len(samples), g))
+            if getattr(self.masker, "reads_input", False):
+                masks = self.masker(x, g)
+            elif getattr(self.masker, "progressive", False):
+                masks = self.masker(len(samples), g, position)
+            else:
+                masks = self.masker(len(samples), g)
         views = []
         if self.augmentations and not self.num_views:
             for augment in self.augmentations:

@@ -6,6 +6,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from polyjepa.pooling import pool
 from polyjepa.registry import register
 from polyjepa.types import RawInput, Tokens
 
@@ -60,6 +61,10 @@ class TransformerEncoder(nn.Module):
         reg_tokens: number of learnable prefix tokens R.
         pos_every_layer: add the positional embedding before every block (Point-BERT/Point-JEPA),
             not only the first.
+        causal_window: attend only to tokens of the same or earlier steps, at most this many
+            steps back (1 = each step alone); None attends to everything. A step is a row of the
+            token `grid`'s first axis (time): `prod(grid[1:])` consecutive tokens.
+        grid: the tokenizer's token grid (from its layout), for `causal_window`.
     """
 
     def __init__(
@@ -74,8 +79,19 @@ class TransformerEncoder(nn.Module):
         reg_tokens: int = 0,
         pos_every_layer: bool = False,
         qkv_bias: bool = True,
+        causal_window: int | None = None,
+        grid: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
+        if causal_window is not None:
+            if causal_window < 1 or grid is None:
+                raise ValueError(f"causal_window={causal_window} needs to be >= 1 and a tokenizer "
+                                 "that lays tokens out on a grid with time first")
+            if reg_tokens:
+                raise ValueError("causal_window: register tokens would carry the future to the "
+                                 "past; set reg_tokens to 0")
+        self.causal_window = causal_window
+        self.per_step = 1 if grid is None else int(torch.tensor(grid[1:]).prod())
         self.dim = dim
         self.num_prefix_tokens = reg_tokens
         self.pos_every_layer = pos_every_layer
@@ -87,6 +103,14 @@ class TransformerEncoder(nn.Module):
         if self.reg is not None:
             nn.init.trunc_normal_(self.reg, std=0.02)
 
+    def step_mask(self, tokens: int | Tensor, device: torch.device) -> Tensor:
+        """`[B or 1, 1, K, K]` True where query token i may attend to key token j: j's step is
+        i's or one of the `causal_window - 1` before. `tokens`: N, or the kept indices `[B, K]`."""
+        index = torch.arange(tokens, device=device)[None] if isinstance(tokens, int) else tokens
+        step = torch.div(index, self.per_step, rounding_mode="floor")  # [B, K]
+        lag = step[:, :, None] - step[:, None, :]  # [B, K, K], query minus key
+        return ((lag >= 0) & (lag < self.causal_window))[:, None]
+
     def forward(self, tokens: Tokens, keep: Tensor | None = None) -> Tensor:
         """Encode `tokens`, or only the tokens at `keep [B, K]`; returns `[B, R + K, D]`."""
         pos = tokens.batch_pos()  # [B, N, D]
@@ -96,12 +120,23 @@ class TransformerEncoder(nn.Module):
             x, pos = gather_tokens(x, keep), gather_tokens(pos, keep)  # [B, K, D]
             pad = None if pad is None else torch.gather(pad, 1, keep)
         r = self.num_prefix_tokens
+        if self.causal_window == 1 and keep is None:  # steps alone: a batch of short sequences
+            b, n, d = x.shape
+            split = (b * n // self.per_step, self.per_step, d)
+            out = self._blocks(x.reshape(split), pos.reshape(split), None, 0)
+            return out.reshape(b, n, d)
         if self.reg is not None:
             x = torch.cat([self.reg.expand(x.shape[0], -1, -1), x], dim=1)  # [B, R + K, D]
         attn_mask = None
         if pad is not None:
             valid = torch.cat([pad.new_zeros(pad.shape[0], r), pad], dim=1).logical_not()
             attn_mask = valid[:, None, None, :]  # [B, 1, 1, R + K], True = attend
+        if self.causal_window is not None:
+            causal = self.step_mask(x.shape[1] if keep is None else keep, x.device)
+            attn_mask = causal if attn_mask is None else attn_mask & causal
+        return self._blocks(x, pos, attn_mask, r)
+
+    def _blocks(self, x: Tensor, pos: Tensor, attn_mask: Tensor | None, r: int) -> Tensor:
         for i, block in enumerate(self.blocks):
             if self.pos_every_layer and i > 0:
                 x = torch.cat([x[:, :r], x[:, r:] + pos], dim=1)
@@ -144,3 +179,10 @@ class Backbone(nn.Module):
 
     def forward(self, x: RawInput, keep: Tensor | None = None) -> Tensor:
         return self.encode(self.features(x), keep=keep)
+
+    def embed(self, x: RawInput, pooling: str) -> Tensor:
+        """One pooled vector per sample `[B, F]` (padding tokens left out, see `pool`)."""
+        tokens = self.tokenizer(self.features(x))
+        if not isinstance(tokens, Tokens):  # an encoder that reads features directly
+            return pool(self.encoder(tokens), pooling, self.num_prefix_tokens)
+        return pool(self.encoder(tokens), pooling, self.num_prefix_tokens, tokens.pad_mask)

@@ -7,6 +7,10 @@ on queries of the test split; mean and std over seeded episodes).
 
 Baselines: the same architecture randomly initialised (what pretraining adds over the
 architecture's inductive bias) and a probe on the raw features (what it adds over the input).
+
+A modality may add protocols of its own (`ModalityPlugin.protocols`, e.g. time series'
+`forecast` and `control`), listed in `eval.protocols` the same way; each gets the run and its
+data and reports its own baselines.
 """
 
 from __future__ import annotations
@@ -21,16 +25,15 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from torch import nn
 from torch.utils.data import DataLoader
 
 from polyjepa import config as C
 from polyjepa.build import build_backbone, load_datasets, recipe_from_dict
 from polyjepa.data import eval_collate
+from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.hub import load_encoder, read_export, read_run_config
 from polyjepa.paths import data_root
-from polyjepa.pooling import pool
 from polyjepa.train import resolve_device, seed_everything
 
 ENCODERS = ("pretrained", "random_init", "raw_features")
@@ -38,15 +41,15 @@ PROTOCOLS = ("linear_probe", "knn", "svm", "few_shot")
 
 
 @torch.no_grad()
-def embed(backbone: nn.Module, dataset, pooling: str, batch_size: int = 256,
-          device: str | torch.device = "cpu", num_prefix_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def embed(backbone: Backbone, dataset, pooling: str, batch_size: int = 256,
+          device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Pooled embeddings `[N, F]` and labels `[N]` of a dataset under a frozen backbone."""
     backbone = backbone.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=eval_collate)
     feats, labels = [], []
     for batch in loader:
         batch = batch.to(device)
-        feats.append(pool(backbone(batch.x), pooling, num_prefix_tokens).float().cpu())
+        feats.append(backbone.embed(batch.x, pooling).float().cpu())
         labels.append(batch.y.cpu())
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
@@ -117,16 +120,18 @@ def few_shot(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_tes
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def run_protocols(splits: dict, cfg, classes: int) -> dict:
-    """Every protocol of `cfg.protocols` on each encoder's `((x_tr, y_tr), (x_te, y_te))`."""
-    unknown = [p for p in cfg.protocols if p not in PROTOCOLS]
+def run_protocols(splits: dict, cfg, classes: int, protocols: list[str] | None = None) -> dict:
+    """The classification `protocols` (default `cfg.protocols`) on each encoder's
+    `((x_tr, y_tr), (x_te, y_te))`."""
+    protocols = cfg.protocols if protocols is None else protocols
+    unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ConfigError(f"eval.protocols: '{unknown[0]}' is not one of {', '.join(PROTOCOLS)}")
-    result: dict = {p: {} for p in cfg.protocols if p != "few_shot"}
-    if "few_shot" in cfg.protocols:
+    result: dict = {p: {} for p in protocols if p != "few_shot"}
+    if "few_shot" in protocols:
         ways = cfg.few_shot_ways or min(5, classes)
         result["few_shot"] = {f"{ways}way_{k}shot": {} for k in cfg.few_shot_shots}
-    if "svm" in cfg.protocols or "few_shot" in cfg.protocols:
+    if "svm" in protocols or "few_shot" in protocols:
         result["svm_c"] = {}
     for name in ENCODERS:
         (x_tr, y_tr), (x_te, y_te) = splits[name]
@@ -183,8 +188,8 @@ def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
     return x[keep], y[keep]
 
 
-def _features(backbone: nn.Module, dataset, cfg, device) -> tuple[np.ndarray, np.ndarray]:
-    return embed(backbone, dataset, cfg.pooling, cfg.batch_size, device, backbone.num_prefix_tokens)
+def _features(backbone: Backbone, dataset, cfg, device) -> tuple[np.ndarray, np.ndarray]:
+    return embed(backbone, dataset, cfg.pooling, cfg.batch_size, device)
 
 
 def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str = "auto",
@@ -205,12 +210,44 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
     recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"),
                               list(overrides))
     cfg = recipe.cfg.eval
-    blob, _ = read_export(run_dir)
+    own = recipe.plugin.protocols
+    unknown = [p for p in cfg.protocols if p not in PROTOCOLS and p not in own]
+    if unknown:
+        raise ConfigError(f"eval.protocols: '{unknown[0]}' is not one of "
+                          f"{', '.join([*PROTOCOLS, *own])}")
+    classify = [p for p in cfg.protocols if p in PROTOCOLS]
+    mine = [p for p in cfg.protocols if p in own]
+    if mine and data_path is not None:
+        raise ConfigError(f"eval --data: the protocols {mine} read the recipe's own data; "
+                          "drop --data or list only " + ", ".join(PROTOCOLS))
     dev = resolve_device(device)
+    result: dict = {}
+    train_set = test_set = None
+    if classify:
+        result, train_set, test_set = _classify(run_dir, recipe, classify, data_path, dev,
+                                                test_fraction)
+    if mine:
+        if train_set is None:
+            train_set, test_set, _ = load_datasets(recipe)
+        for name in mine:
+            result[name] = own[name](run_dir=run_dir, recipe=recipe, train_set=train_set,
+                                     test_set=test_set, device=dev)
+        result.setdefault("n_train", len(train_set))
+        result.setdefault("n_test", len(test_set))
+    return result
+
+
+def _classify(run_dir: Path, recipe, protocols: list[str], data_path: str | None,
+              dev: torch.device, test_fraction: float) -> tuple[dict, object, object]:
+    """The classification protocols for the pretrained, random-init and raw-feature encoders,
+    and the recipe's datasets they read (None with `data_path`)."""
+    cfg = recipe.cfg.eval
+    blob, _ = read_export(run_dir)
     pretrained = load_encoder(run_dir, device=str(dev))
     seed_everything(recipe.cfg.train.seed + 1)
     random_init = build_backbone(recipe, blob["meta"])
     raw = recipe.plugin.raw_features
+    train_set = test_set = None
     if data_path is None:
         train_set, test_set, _ = load_datasets(recipe)
         splits = {
@@ -235,26 +272,40 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
     y_all = np.concatenate([splits["pretrained"][0][1], splits["pretrained"][1][1]])
     if (y_all < 0).any():
         raise DataError(f"{recipe.source}: evaluation needs labels, and some samples have none")
-    result = run_protocols(splits, cfg, len(np.unique(y_all)))
+    result = run_protocols(splits, cfg, len(np.unique(y_all)), protocols)
     if data_path is None and hasattr(train_set, "probe_targets"):
         result["targets"] = target_probes(splits, train_set.probe_targets(),
                                           test_set.probe_targets())
     result["n_train"] = int(len(splits["pretrained"][0][1]))
     result["n_test"] = int(len(splits["pretrained"][1][1]))
-    return result
+    return result, train_set, test_set
 
 
 def format_table(result: dict) -> str:
     """A plain-text table of an `evaluate_run` result."""
     scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]
-    lines = [f"{'encoder':<14}" + "".join(f"{p:>14}" for p in scalar)]
-    for name in ENCODERS:
-        lines.append(f"{name:<14}" + "".join(f"{result[p][name]:>14.4f}" for p in scalar))
+    lines = []
+    if scalar:
+        lines.append(f"{'encoder':<14}" + "".join(f"{p:>14}" for p in scalar))
+        for name in ENCODERS:
+            lines.append(f"{name:<14}" + "".join(f"{result[p][name]:>14.4f}" for p in scalar))
     for name, row in result.get("targets", {}).items():
         lines.append(f"target {name} ({row['metric']}): " + ", ".join(
             f"{encoder} {row[encoder]:.4f}" for encoder in ENCODERS))
     for episode, scores in result.get("few_shot", {}).items():
         lines.append(f"few-shot {episode}: " + ", ".join(
             f"{name} {s['mean']:.4f} ± {s['std']:.4f}" for name, s in scores.items()))
+    for name, value in result.items():
+        if isinstance(value, dict) and "table" in value:
+            lines += [f"{name}:", *_rows(value["table"])]
     lines.append(f"(n_train={result['n_train']}, n_test={result['n_test']})")
     return "\n".join(lines)
+
+
+def _rows(rows: list[dict]) -> list[str]:
+    """Rows of dicts as aligned text lines, a header first."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()] for row in rows]
+    header = list(rows[0])
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    return ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))] + [
+        "  ".join(c.rjust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]

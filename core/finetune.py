@@ -63,12 +63,15 @@ class Classifier(nn.Module):
             self.mask_token = nn.Parameter(torch.zeros(backbone.dim))
             nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def latents(self, x, generator: torch.Generator | None = None) -> Tensor:
-        """`[B, R + N, D]`; with a generator (training) and a mask ratio, masked tokens first."""
+    def latents(self, x, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        """`[B, R + N, D]` and the tokens' padding mask `[B, N]` (or None); with a generator
+        (training) and a mask ratio, masked tokens first."""
         features = self.backbone.features(x)
-        if self.mask_ratio == 0 or generator is None:
-            return self.backbone.encode(features)
         tokens = self.backbone.tokenizer(features)
+        if not isinstance(tokens, Tokens):  # an encoder that reads features directly
+            return self.backbone.encoder(tokens), None
+        if self.mask_ratio == 0 or generator is None:
+            return self.backbone.encoder(tokens), tokens.pad_mask
         b, n, _ = tokens.x.shape
         k = max(1, round(self.mask_ratio * n))
         order = torch.rand(b, n, generator=generator).argsort(dim=1)[:, :k]
@@ -76,12 +79,13 @@ class Classifier(nn.Module):
         if tokens.pad_mask is not None:
             masked = masked | tokens.pad_mask
         if self.mask_mode == "attention":  # the encoder hides pad_mask tokens as keys
-            return self.backbone.encoder(Tokens(tokens.x, tokens.pos, masked))
+            return self.backbone.encoder(Tokens(tokens.x, tokens.pos, masked)), tokens.pad_mask
         x_masked = torch.where(masked[..., None], self.mask_token.to(tokens.x.dtype), tokens.x)
-        return self.backbone.encoder(Tokens(x_masked, tokens.pos, tokens.pad_mask))
+        return self.backbone.encoder(Tokens(x_masked, tokens.pos, tokens.pad_mask)), tokens.pad_mask
 
     def forward(self, x, generator: torch.Generator | None = None) -> Tensor:
-        z = pool(self.latents(x, generator), self.pooling, self.backbone.num_prefix_tokens)
+        h, pad_mask = self.latents(x, generator)
+        z = pool(h, self.pooling, self.backbone.num_prefix_tokens, pad_mask)
         return self.head(self.norm(z.float()))
 
 
@@ -170,8 +174,8 @@ def finetune_run(run_dir: str | Path, overrides: list[str] = (), device: str = "
 def _frozen_probe(backbone: Backbone, train_set, test_set, recipe: Recipe, pooling: str,
                   device: torch.device) -> float:
     cfg = recipe.cfg.eval
-    x_tr, y_tr = embed(backbone, train_set, pooling, cfg.batch_size, device, backbone.num_prefix_tokens)
-    x_te, y_te = embed(backbone, test_set, pooling, cfg.batch_size, device, backbone.num_prefix_tokens)
+    x_tr, y_tr = embed(backbone, train_set, pooling, cfg.batch_size, device)
+    x_te, y_te = embed(backbone, test_set, pooling, cfg.batch_size, device)
     x_tr, y_tr = subsample(x_tr, y_tr, cfg.max_train, cfg.seed)
     return linear_probe(x_tr, y_tr, x_te, y_te, cfg.seed)
 

@@ -53,6 +53,24 @@ def load_encoder(path: str | Path, device: str = "cpu", source: str | None = Non
     return backbone.to(device).eval()
 
 
+def load_objective(run_dir: str | Path, device: str = "cpu") -> nn.Module:
+    """A run's whole objective (encoders, predictor, ...) from its last checkpoint, in eval
+    mode: for uses beyond the exported encoder, e.g. rolling latents forward with the predictor
+    of a `latent_rollout` run."""
+    from polyjepa.build import build_objective
+    from polyjepa.train import CHECKPOINT
+
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"{run_dir}: no {CHECKPOINT} (not a polyjepa run directory?)")
+    state = load_file(path)
+    recipe = recipe_from_dict(state["config"], str(path))
+    objective = build_objective(recipe, state["meta"])
+    load_state(objective, state["objective"], path)
+    return objective.to(device).eval()
+
+
 def read_any(path: str | Path, source: str | None = None) -> tuple[dict, Path]:
     """An export blob `{"config", "meta", "state_dict"}` from a polyjepa export, or converted
     from a foreign checkpoint by the importer `source` (None: whichever recognises the file)."""

@@ -31,7 +31,7 @@ def _check_fits(num_context: int, num_target: int, num_tokens: int) -> None:
                          f"num_tokens={num_tokens}; lower num_context or num_target")
 
 
-def _sample_allowed(allowed: Tensor, k: int, generator: torch.Generator) -> Tensor:
+def sample_allowed(allowed: Tensor, k: int, generator: torch.Generator) -> Tensor:
     """`k` distinct indices per row drawn uniformly among the True entries of `allowed` `[B, N]`.
 
     Returns `[B, k]` long, sorted ascending. The caller guarantees every row has >= k True.
@@ -72,9 +72,9 @@ def random_subsets(batch_size: int, num_tokens: int, num_context: int, num_targe
                     num_target=num_target, num_targets=num_targets)
     _check_fits(num_context, num_target, num_tokens)
     all_tokens = torch.ones(batch_size, num_tokens, dtype=torch.bool)
-    context = _sample_allowed(all_tokens, num_context, generator)
+    context = sample_allowed(all_tokens, num_context, generator)
     free = all_tokens.scatter(1, context, False)
-    target = torch.stack([_sample_allowed(free, num_target, generator)
+    target = torch.stack([sample_allowed(free, num_target, generator)
                           for _ in range(num_targets)], dim=1)
     return Masks(context, target)
 
@@ -207,7 +207,7 @@ def contiguous_spans(batch_size: int, num_tokens: int, span_length: int, num_tar
             raise ValueError(f"num_context={num_context} must be in [1, {min_free}] (fewest "
                              f"uncovered tokens in this batch); lower num_context, span_length "
                              f"or num_targets")
-        chosen = (_sample_allowed(free, num_context, generator) if context == "random"
+        chosen = (sample_allowed(free, num_context, generator) if context == "random"
                   else _contiguous_in_free(free, num_context, generator))
     if per_batch:
         chosen, target = chosen.expand(batch_size, -1), target.expand(batch_size, -1, -1)
@@ -320,7 +320,7 @@ def multiblock(batch_size: int, grid: tuple[int, ...], target_scale: tuple[float
         keep.scatter_(1, context_block[:, 0], True).scatter_(1, target.flatten(1), False)
         k = int(keep.sum(1).min())
         if k >= min_keep:
-            return Masks(_sample_allowed(keep, k, generator), target)
+            return Masks(sample_allowed(keep, k, generator), target)
     raise ValueError(f"only {k} context tokens remained in some sample after {MAX_TRIES} draws "
                      f"(min_keep={min_keep}); lower target_scale or num_targets, or raise "
                      "context_scale")
@@ -369,4 +369,4 @@ def context_outside(target: Tensor, num_tokens: int, generator: torch.Generator,
     if k < max(min_keep, 1):
         raise ValueError(f"only {k} context tokens remain in some sample (min_keep={min_keep}); "
                          "lower the target sizes or num_targets")
-    return Masks(_sample_allowed(free, k, generator), target)
+    return Masks(sample_allowed(free, k, generator), target)

@@ -307,3 +307,125 @@ class PredictiveVCR(nn.Module):
 
     def export_backbone(self) -> Backbone:
         return self.online
+
+
+def _rollout_loss(name: str):
+    """Per-element loss `[..., D] -> [...]` for latent rollouts; `cosine` is 1 - cosine
+    similarity (TS-JEPA's)."""
+    losses = {"l1": lambda p, t: (p - t).abs().mean(-1), "mse": lambda p, t: (p - t).square().mean(-1),
+              "cosine": lambda p, t: 1 - F.cosine_similarity(p, t, dim=-1)}
+    if name not in losses:
+        raise ValueError(f"objective.loss: unknown loss '{name}'; choose from {', '.join(losses)}")
+    return losses[name]
+
+
+@register("latent_rollout", kind="objective")
+class LatentRollout(nn.Module):
+    """Action-conditioned latent prediction over time (TS-JEPA, Girgis et al. 2024).
+
+    The encoder gives one embedding per time step (the mean of the step's tokens; a causal
+    encoder — `causal_window` — so that `z_t` sees no later step); from `starts` random steps
+    `t` (the same for the batch; every step when None) the predictor rolls the embedding
+    forward `horizon` steps, each step fed that step's actions
+    (`tokenizer.step_actions`, when the data has any), and each predicted `z_{t+j}` is compared
+    with the EMA target encoder's embedding of step `t + j`. Padding steps are left out of the
+    loss. With `normalize_targets` targets are layer-normalised and the rollout runs in that
+    space from a layer-normalised start.
+
+    Args:
+        backbone: online tokenizer + encoder (tokens laid out time-major on a grid).
+        predictor: one rollout step, `(z [B, S, D], actions [B, S, F] | None) -> [B, S, D]`.
+        horizon: H, steps rolled out from each start.
+        starts: start steps per batch, drawn among those with H steps after them (all of them
+            when None or when there are fewer).
+        loss: `l1` | `mse` | `cosine` (1 - cosine similarity).
+        normalize_targets: layer-norm targets (and rollout starts).
+        regularizers: applied to the mean step embedding `[B, D]`.
+        export: `target` (EMA) or `online` encoder in `encoder.pt`.
+    """
+
+    num_views = 0
+
+    def __init__(self, backbone: Backbone, predictor: nn.Module, horizon: int = 4,
+                 starts: int | None = None, loss: str = "l1", normalize_targets: bool = True,
+                 regularizers: list[nn.Module] | None = None, export: str = "target") -> None:
+        super().__init__()
+        if horizon < 1:
+            raise ValueError(f"objective.horizon must be >= 1, got {horizon}")
+        if export not in ("target", "online"):
+            raise ValueError(f"objective.export: '{export}' is not target or online")
+        grid = getattr(backbone.tokenizer, "layout", {}).get("grid")
+        if grid is None:
+            raise ValueError("latent_rollout needs a tokenizer that lays tokens out on a grid with "
+                             "time first (e.g. timeseries.patches)")
+        self.steps, self.per_step = grid[0], int(torch.tensor(grid[1:]).prod())
+        self.horizon, self.starts = horizon, starts
+        self.normalize_targets, self.export = normalize_targets, export
+        self.loss_fn = _rollout_loss(loss)
+        self.online, self.target, self.predictor = backbone, make_target(backbone), predictor
+        self.regularizers = nn.ModuleList(regularizers or [])
+        self.monitor_embeddings: Tensor | None = None
+
+    def step_latents(self, backbone: Backbone, features) -> tuple[Tensor, Tensor]:
+        """Per-step embeddings `[B, N, D]` and which steps are real (not padding) `[B, N]`
+        (N = the steps of this input)."""
+        tokens = backbone.tokenizer(features)
+        h = backbone.encoder(tokens)[:, backbone.num_prefix_tokens:]
+        b, n, d = h.shape
+        steps = n // self.per_step  # fewer than the training length for a shorter input
+        z = h.view(b, steps, self.per_step, d).mean(2)
+        if tokens.pad_mask is None:
+            return z, torch.ones(b, steps, dtype=torch.bool, device=h.device)
+        return z, ~tokens.pad_mask.view(b, steps, self.per_step)[..., 0]
+
+    def start(self, z: Tensor) -> Tensor:
+        """Where rollouts start from an embedding `[..., D]` (layer-normalised when targets are)."""
+        return F.layer_norm(z, z.shape[-1:]) if self.normalize_targets else z
+
+    def rollout(self, z: Tensor, actions: Tensor | None, steps: int) -> Tensor:
+        """Roll encoder embeddings `z [B, S, D]` forward `steps` steps with the actions of each
+        step `[B, S, steps, F]` (or None): predicted embeddings `[B, S, steps, D]`."""
+        z, out = self.start(z), []
+        for j in range(steps):
+            z = self.predictor(z, None if actions is None else actions[:, :, j])
+            out.append(z)
+        return torch.stack(out, dim=2)
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        features = self.online.features(batch.x)
+        z, valid = self.step_latents(self.online, features)  # [B, N, D], [B, N]
+        with torch.no_grad():
+            targets, _ = self.step_latents(self.target, features)
+            self.monitor_embeddings = targets.mean(1).float()
+            if self.normalize_targets:
+                targets = F.layer_norm(targets, targets.shape[-1:])
+        step_actions = getattr(self.online.tokenizer, "step_actions", None)
+        actions = None if step_actions is None else step_actions(features)  # [B, N, F] | None
+        horizon = min(self.horizon, self.steps - 1)
+        first = torch.arange(self.steps - horizon, device=z.device)  # starts with H steps after
+        if self.starts is not None and self.starts < len(first):
+            first = first[torch.randperm(len(first), device=z.device)[: self.starts]].sort().values
+        current = self.start(z[:, first])  # [B, S, D]
+        total = torch.zeros((), device=z.device)
+        weight = torch.zeros((), device=z.device)
+        for j in range(1, horizon + 1):
+            step = first + j
+            current = self.predictor(current, None if actions is None else actions[:, step])
+            mask = (valid[:, step] & valid[:, first]).float()
+            total = total + (self.loss_fn(current.float(), targets[:, step].float()) * mask).sum()
+            weight = weight + mask.sum()
+        loss = total / weight.clamp_min(1)
+        logs = {"loss_pred": loss.detach()}
+        loss = _regularize(self.regularizers, z.mean(1).float(), loss, logs)
+        return loss, logs
+
+    def train(self, mode: bool = True) -> LatentRollout:
+        super().train(mode)
+        self.target.eval()  # deterministic targets, as JEPA's
+        return self
+
+    def update_target(self, momentum: float) -> None:
+        ema_update(self.target, self.online, momentum)
+
+    def export_backbone(self) -> Backbone:
+        return self.online if self.export == "online" else self.target

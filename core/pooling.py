@@ -8,29 +8,45 @@ from torch import Tensor
 POOLINGS = ("mean", "flatten", "prefix", "mean_max", "mean_plus_max")
 
 
-def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0) -> Tensor:
+def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | None = None) -> Tensor:
     """Pool latents `h [B, R + N, D]` whose first R = `num_prefix_tokens` are register tokens.
 
     Modes: `mean` over all tokens -> `[B, D]`; `flatten` -> `[B, (R + N) * D]` (T-JEPA's
     downstream input); `prefix` -> the register tokens flattened `[B, R * D]`; `mean_max` -> mean
     and max over the N non-register tokens concatenated `[B, 2D]` (Point-JEPA); `mean_plus_max`
     -> their sum `[B, D]` (BYOL-A's AudioNTT temporal pooling).
+
+    `pad_mask [B, N]` (True = padding, e.g. the end of a short series) leaves padding tokens out
+    of means and maxima, and zeroes them in `flatten`.
     """
+    r = num_prefix_tokens
+    valid = None
+    if pad_mask is not None:
+        valid = torch.cat([pad_mask.new_zeros(pad_mask.shape[0], r), pad_mask], 1).logical_not()
+        valid = valid[..., None]  # [B, R + N, 1]
     if mode == "mean":
-        return h.mean(1)
+        return h.mean(1) if valid is None else _masked_mean(h, valid)
     if mode == "flatten":
-        return h.flatten(1)
+        return (h if valid is None else h * valid).flatten(1)
     if mode == "prefix":
-        if num_prefix_tokens == 0:
+        if r == 0:
             raise ValueError("pooling 'prefix' needs an encoder with reg_tokens > 0")
-        return h[:, :num_prefix_tokens].flatten(1)
-    if mode == "mean_max":
-        body = h[:, num_prefix_tokens:]
-        return torch.cat([body.mean(1), body.amax(1)], dim=1)
-    if mode == "mean_plus_max":
-        body = h[:, num_prefix_tokens:]
-        return body.mean(1) + body.amax(1)
+        return h[:, :r].flatten(1)
+    if mode in ("mean_max", "mean_plus_max"):
+        body = h[:, r:]
+        if valid is None:
+            mean, top = body.mean(1), body.amax(1)
+        else:
+            keep = valid[:, r:]
+            mean = _masked_mean(body, keep)
+            top = body.masked_fill(~keep, torch.finfo(body.dtype).min).amax(1)
+        return torch.cat([mean, top], dim=1) if mode == "mean_max" else mean + top
     raise ValueError(f"unknown pooling '{mode}'; choose from {', '.join(POOLINGS)}")
+
+
+def _masked_mean(h: Tensor, valid: Tensor) -> Tensor:
+    """Mean of `h [B, N, D]` over the tokens where `valid [B, N, 1]` is True."""
+    return (h * valid).sum(1) / valid.sum(1).clamp_min(1)
 
 
 def pooled_dim(backbone, mode: str, meta: dict) -> int:

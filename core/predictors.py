@@ -122,3 +122,41 @@ class SequenceMLP(nn.Module):
         b = context.shape[0]
         out = self.heads(self.body(context.flatten(1)))
         return out.view(b, self.num_latents, self.num_target, self.in_dim)
+
+
+@register("rollout_mlp", kind="predictor")
+class RolloutMLP(nn.Module):
+    """One step of a latent dynamics model: `z_{t+1} = z_t + MLP([z_t ; a_{t+1}])` (TS-JEPA's
+    predictor, an MLP over the current embedding and the control action; residual here, so
+    that an untrained predictor starts from "nothing changes").
+
+    Args:
+        in_dim: latent width D.
+        action_dim: width F of a step's actions (0: no actions).
+        hidden: width of the hidden layers (TS-JEPA: 1024).
+        depth: hidden layers.
+        residual: predict the change of `z` rather than `z` itself.
+
+    `forward(z [B, S, D], actions [B, S, F] | None) -> [B, S, D]`.
+    """
+
+    def __init__(self, in_dim: int, action_dim: int = 0, hidden: int = 1024, depth: int = 1,
+                 residual: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim + action_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.GELU()]
+            width = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(width, in_dim))
+        self.action_dim, self.residual = action_dim, residual
+
+    def forward(self, z: Tensor, actions: Tensor | None = None) -> Tensor:
+        if self.action_dim:
+            if actions is None:
+                raise ValueError(f"this predictor expects {self.action_dim} action values per step")
+            z_in = torch.cat([z, actions.to(z.dtype)], dim=-1)
+        else:
+            z_in = z
+        out = self.net(z_in)
+        return z + out if self.residual else out

@@ -60,6 +60,9 @@ class ModalityPlugin:
         importers: converters of other frameworks' checkpoints by name (e.g. `byol_a_official`):
             `(loaded file, path) -> (recipe dict, meta, backbone state_dict)`, or None when the
             file is not theirs. `polyjepa.load_encoder` and `polyjepa import` use them.
+        protocols: evaluations of this modality by name, run by `polyjepa eval` when listed in
+            `eval.protocols`: `(run_dir=, recipe=, train_set=, test_set=, device=) -> dict`
+            (JSON-ready; a `table` entry, a list of row dicts, is printed as a table).
     """
 
     name: str
@@ -70,6 +73,7 @@ class ModalityPlugin:
     load_file: Callable[..., Any]
     components: dict[str, Callable[..., Any]] = field(default_factory=dict)
     importers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    protocols: dict[str, Callable[..., dict]] = field(default_factory=dict)
 
 
 CORE: dict[tuple[str, str], Component] = {}

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from polyjepa.build import Recipe, recipe_from_dict
 
-BUILTIN_MODALITIES = ("audio", "pointcloud", "tabular", "video")
+BUILTIN_MODALITIES = ("audio", "pointcloud", "tabular", "timeseries", "video")
 """The plugins our pyproject registers (sorted), as `polyjepa list` must show them."""
 
 

@@ -1,0 +1,166 @@
+"""TS-JEPA's pieces and runs: the causal encoder, padding-aware pooling, the action-conditioned
+latent rollout objective, and the three uses end to end (classification probes, latent
+forecasting, the cart-pole control test) on built-in data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _helpers import single_thread  # noqa: F401  (autouse fixture)
+
+from polyjepa.build import build_objective, load_datasets, load_recipe
+from polyjepa.encoders import Backbone, TransformerEncoder
+from polyjepa.errors import DataError
+from polyjepa.evaluate import evaluate_run, format_table
+from polyjepa.finetune import finetune_run
+from polyjepa.modalities.timeseries.tokenizer import PatchTokenizer
+from polyjepa.objectives import LatentRollout
+from polyjepa.pooling import pool
+from polyjepa.predictors import RolloutMLP
+from polyjepa.train import pretrain
+from polyjepa.types import Batch, Tokens
+
+RUN = ["train.batch_size=16", "train.progress=false", "train.device=cpu", "train.max_steps=3",
+       "train.checkpoint_every=1000", "train.monitor_every=1000", "optim.warmup_steps=0",
+       "model.tokenizer.dim=24", "model.encoder.depth=1"]
+CARTPOLE = ["data.cartpole.train_trajectories=48", "data.cartpole.test_trajectories=16",
+            "data.cartpole.steps=40", "data.cartpole.control_episodes=6",
+            "data.cartpole.control_steps=60", "data.cartpole.control_every=[1,10]",
+            "model.predictor.hidden=32", "objective.horizon=4"]
+
+
+def series(b: int = 4, c: int = 3, t: int = 40, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, c, t, generator=torch.Generator().manual_seed(seed))
+
+
+def test_causal_encoder_never_reads_later_steps():
+    torch.manual_seed(0)
+    enc = TransformerEncoder(16, depth=2, num_heads=2, causal_window=5, grid=(5, 3)).eval()
+    x, pos = torch.randn(2, 15, 16), torch.randn(15, 16)
+    changed = x.clone()
+    changed[:, 9:12] = torch.randn(2, 3, 16)  # step 3
+    a, b = enc(Tokens(x, pos)), enc(Tokens(changed, pos))
+    torch.testing.assert_close(a[:, :9], b[:, :9])  # steps 0-2 see nothing of step 3
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+    with pytest.raises(ValueError, match="register tokens"):
+        TransformerEncoder(16, depth=1, num_heads=2, causal_window=2, grid=(5, 3), reg_tokens=1)
+
+
+def test_window_of_one_step_is_each_step_alone_on_either_path():
+    torch.manual_seed(0)
+    enc = TransformerEncoder(16, depth=2, num_heads=2, causal_window=1, grid=(5, 3)).eval()
+    x, pos = torch.randn(2, 15, 16), torch.randn(15, 16)
+    fast = enc(Tokens(x, pos))  # steps as a batch of 3-token sequences
+    masked = enc(Tokens(x, pos), keep=torch.arange(15).expand(2, -1))  # the attention-mask path
+    torch.testing.assert_close(fast, masked, atol=1e-5, rtol=1e-5)
+    alone = enc(Tokens(x[:, 6:9], pos[6:9]))  # step 2 encoded by itself
+    torch.testing.assert_close(fast[:, 6:9], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_pooling_leaves_padding_out():
+    h = torch.randn(2, 1 + 6, 4)  # one register token
+    pad = torch.tensor([[False] * 6, [False, False, False, True, True, True]])
+    mean = pool(h, "mean", 1, pad)
+    torch.testing.assert_close(mean[1], h[1, :4].mean(0))
+    torch.testing.assert_close(mean[0], h[0].mean(0))
+    top = pool(h, "mean_max", 1, pad)
+    torch.testing.assert_close(top[1, 4:], h[1, 1:4].amax(0))
+    flat = pool(h, "flatten", 1, pad).view(2, 7, 4)
+    assert flat[1, 4:].abs().sum() == 0 and torch.equal(flat[1, :4], h[1, :4])
+
+
+def rollout_objective(actions: int = 0, horizon: int = 3) -> LatentRollout:
+    torch.manual_seed(0)
+    tokenizer = PatchTokenizer(channels=3, length=40, dim=16, patch=4, num_actions=actions)
+    encoder = TransformerEncoder(16, depth=1, num_heads=2, causal_window=10, grid=(10, 3))
+    return LatentRollout(Backbone(tokenizer, encoder), RolloutMLP(16, 4 * actions, hidden=32),
+                         horizon=horizon)
+
+
+def batch(x: torch.Tensor, length: list[int], actions: torch.Tensor | None = None) -> Batch:
+    inputs = {"values": x, "length": torch.tensor(length)}
+    if actions is not None:
+        inputs["actions"] = actions
+    return Batch(x=inputs, y=torch.zeros(len(x), dtype=torch.long))
+
+
+def test_rollout_loss_trains_encoder_and_predictor_and_ignores_padding():
+    obj = rollout_objective()
+    x = series()
+    loss, logs = obj(batch(x, [40, 40, 24, 13]))
+    loss.backward()
+    assert obj.online.tokenizer.value.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in obj.predictor.parameters())
+    assert all(p.grad is None for p in obj.target.parameters())
+    changed = x.clone()
+    changed[2, :, 24:] = 100.0  # beyond series 2's length
+    changed[3, :, 13:] = -100.0
+    torch.testing.assert_close(obj(batch(changed, [40, 40, 24, 13]))[0], loss)
+    x[0, :, 30:] += 1.0  # a real step of series 0 moves the loss
+    assert not torch.allclose(obj(batch(x, [40, 40, 24, 13]))[0], loss)
+
+
+def test_rollout_reads_the_actions_that_lead_into_each_step():
+    obj = rollout_objective(actions=2)
+    x, a = series(), series(c=2, seed=1)
+    base = obj(batch(x, [40] * 4, a))[0]
+    moved = a.clone()
+    moved[:, :, 20] += 5.0
+    assert not torch.allclose(obj(batch(x, [40] * 4, moved))[0], base)
+    with pytest.raises(ValueError, match="action"):
+        obj(batch(x, [40] * 4))
+    rolled = obj.rollout(torch.randn(4, 2, 16), torch.randn(4, 2, 5, 8), 5)
+    assert rolled.shape == (4, 2, 5, 16)
+
+
+def test_ts_jepa_demo_classifies_and_forecasts_synthetic_series(tmp_path):
+    run = pretrain("ts_jepa_demo", ["synthetic=true", *RUN, "model.predictor.hidden=32"],
+                   tmp_path / "run")
+    result = evaluate_run(run, device="cpu", overrides=["eval.protocols=[linear_probe,knn,forecast]"])
+    assert result["knn"]["raw_features"] > 0.5  # 4 classes: chance is 0.25
+    table = result["forecast"]["table"]
+    assert [row["horizon_steps"] for row in table] == [7, 14, 21]  # 3 patches of 7 steps
+    assert all(row["naive_mse"] > 0 and row["linear_ar_mse"] > 0 for row in table)
+    assert table[-1]["naive_mse"] > table[0]["naive_mse"]  # holding gets worse with the horizon
+    assert "forecast:" in format_table(result)
+
+
+def test_ts_jepa_masked_pretrains_evaluates_and_finetunes_with_padding(tmp_path):
+    run = pretrain("ts_jepa_masked", ["synthetic=true", *RUN, "model.predictor.dim=24",
+                                      "model.predictor.depth=1"], tmp_path / "run")
+    result = evaluate_run(run, device="cpu")
+    assert set(result["knn"]) == {"pretrained", "random_init", "raw_features"}
+    tuned = finetune_run(run, device="cpu", overrides=["finetune.max_steps=2",
+                                                      "finetune.batch_size=16"])
+    assert 0.0 <= tuned["finetune"] <= 1.0
+
+
+def test_cartpole_run_forecasts_and_controls(tmp_path):
+    run = pretrain("ts_jepa", [*RUN, *CARTPOLE], tmp_path / "run")
+    result = evaluate_run(run, device="cpu")
+    forecast = result["forecast"]["table"]
+    assert len(forecast) == 4 and forecast[0]["horizon_steps"] == 1
+    control = result["control"]["table"]
+    assert [row["every"] for row in control] == [1, 10]
+    assert all(row["full_observation_success"] == 1.0 for row in control)
+    assert all(0 <= row["ts_jepa_success"] <= 1 for row in control)
+    assert control[1]["hold_last_stable_steps"] <= 60
+    with pytest.raises(DataError, match="needs labels"):
+        evaluate_run(run, device="cpu", overrides=["eval.protocols=[linear_probe]"])
+
+
+def test_recipes_say_what_the_papers_say():
+    rollout = load_recipe("ts_jepa", [*CARTPOLE]).cfg
+    assert rollout.objective["name"] == "latent_rollout" and rollout.objective["loss"] == "cosine"
+    assert rollout.objective["horizon"] == 4  # overridden; the recipe's is TS-JEPA's 15
+    assert load_recipe("ts_jepa").cfg.objective["horizon"] == 15
+    assert (rollout.ema.start, rollout.ema.schedule) == (0.99, "constant")
+    assert rollout.model.predictor["name"] == "rollout_mlp"
+    masked = load_recipe("ts_jepa_masked").cfg
+    assert masked.masker == {"name": "timeseries.masks", "mode": "random", "mask_ratio": 0.7}
+    assert (masked.ema.start, masked.objective["loss"]) == (0.998, "l1")
+    recipe = load_recipe("ts_jepa", [*CARTPOLE])
+    _, _, meta = load_datasets(recipe)
+    assert meta["num_actions"] == 1 and meta["channel_names"] == ["x", "x_dot", "theta", "theta_dot"]
+    obj = build_objective(recipe, meta)
+    assert obj.predictor.action_dim == 1
