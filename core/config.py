@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from polyjepa.errors import ConfigError
+from polyjepa.pooling import POOLINGS
 
 Spec = dict[str, Any]
 """A component spec: ``{"name": "tabular.feature", **kwargs}``."""
@@ -82,7 +83,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = 256
-    pooling: str = "mean"  # mean | flatten | prefix | mean_max | mean_plus_max
+    pooling: str = "mean"  # mean | flatten | prefix | mean_max | mean_plus_max | last
     knn_k: int = 20
     max_train: int | None = None  # subsample the probe's training split (seeded) when large
     seed: int = 0
@@ -348,7 +349,7 @@ def validate(raw: dict, source: str, data_schema: type | None) -> RecipeConfig:
 CHOICES = {
     "ema.schedule": ("cosine", "linear", "constant"),
     "train.precision": ("fp32", "bf16", "fp16", "auto"),
-    "eval.pooling": ("mean", "flatten", "prefix", "mean_max", "mean_plus_max"),
+    "eval.pooling": POOLINGS,
 }
 AT_LEAST_ONE = ("max_steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
                 "monitor_every")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-POOLINGS = ("mean", "flatten", "prefix", "mean_max", "mean_plus_max")
+POOLINGS = ("mean", "flatten", "prefix", "mean_max", "mean_plus_max", "last")
 
 
 def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | None = None) -> Tensor:
@@ -14,7 +14,8 @@ def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | No
     Modes: `mean` over all tokens -> `[B, D]`; `flatten` -> `[B, (R + N) * D]` (T-JEPA's
     downstream input); `prefix` -> the register tokens flattened `[B, R * D]`; `mean_max` -> mean
     and max over the N non-register tokens concatenated `[B, 2D]` (Point-JEPA); `mean_plus_max`
-    -> their sum `[B, D]` (BYOL-A's AudioNTT temporal pooling).
+    -> their sum `[B, D]` (BYOL-A's AudioNTT temporal pooling); `last` -> the last real token
+    `[B, D]` (what a causal encoder has seen the whole sample by).
 
     `pad_mask [B, N]` (True = padding, e.g. the end of a short series) leaves padding tokens out
     of means and maxima, and zeroes them in `flatten`.
@@ -32,6 +33,9 @@ def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | No
         if r == 0:
             raise ValueError("pooling 'prefix' needs an encoder with reg_tokens > 0")
         return h[:, :r].flatten(1)
+    if mode == "last":
+        last = h.shape[1] - 1 if pad_mask is None else r + (~pad_mask).sum(1).clamp_min(1) - 1
+        return h[torch.arange(h.shape[0]), last]
     if mode in ("mean_max", "mean_plus_max"):
         body = h[:, r:]
         if valid is None:
@@ -52,7 +56,7 @@ def _masked_mean(h: Tensor, valid: Tensor) -> Tensor:
 def pooled_dim(backbone, mode: str, meta: dict) -> int:
     """Width of `pool(backbone(x), mode)`; `flatten` needs `meta["num_tokens"]` (N)."""
     d, r = backbone.dim, backbone.num_prefix_tokens
-    widths = {"mean": d, "mean_max": 2 * d, "mean_plus_max": d, "prefix": r * d}
+    widths = {"mean": d, "mean_max": 2 * d, "mean_plus_max": d, "prefix": r * d, "last": d}
     if mode == "flatten":
         return (r + meta["num_tokens"]) * d
     if mode == "prefix" and r == 0:

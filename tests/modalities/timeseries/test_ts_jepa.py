@@ -10,7 +10,7 @@ from _helpers import single_thread  # noqa: F401  (autouse fixture)
 
 from polyjepa.build import build_objective, load_datasets, load_recipe
 from polyjepa.encoders import Backbone, TransformerEncoder
-from polyjepa.errors import DataError
+from polyjepa.errors import ConfigError, DataError
 from polyjepa.evaluate import evaluate_run, format_table
 from polyjepa.finetune import finetune_run
 from polyjepa.modalities.timeseries.tokenizer import PatchTokenizer
@@ -67,6 +67,9 @@ def test_pooling_leaves_padding_out():
     torch.testing.assert_close(top[1, 4:], h[1, 1:4].amax(0))
     flat = pool(h, "flatten", 1, pad).view(2, 7, 4)
     assert flat[1, 4:].abs().sum() == 0 and torch.equal(flat[1, :4], h[1, :4])
+    last = pool(h, "last", 1, pad)  # the last real token: what a causal encoder saw all by
+    assert torch.equal(last[0], h[0, 6]) and torch.equal(last[1], h[1, 3])
+    assert torch.equal(pool(h, "last", 1), h[:, 6])
 
 
 def rollout_objective(actions: int = 0, horizon: int = 3) -> LatentRollout:
@@ -164,3 +167,51 @@ def test_recipes_say_what_the_papers_say():
     assert meta["num_actions"] == 1 and meta["channel_names"] == ["x", "x_dot", "theta", "theta_dot"]
     obj = build_objective(recipe, meta)
     assert obj.predictor.action_dim == 1
+
+
+def write_ts(path, rows: list[tuple[list[list[float]], str | None]]) -> None:
+    labelled = rows[0][1] is not None
+    header = ["@problemName t", "@univariate false", "@dimensions 2", "@equalLength false",
+              "@classLabel true a b" if labelled else "@classLabel false", "@data"]
+    lines = [":".join(",".join(str(v) for v in ch) for ch in channels) + (f":{label}" if label else "")
+             for channels, label in rows]
+    path.write_text("\n".join(header + lines) + "\n")
+
+
+def test_bad_inputs_through_the_recipe(tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    rows = [([torch.randn(12, generator=rng).tolist(), torch.randn(12, generator=rng).tolist()],
+             "ab"[i % 2]) for i in range(24)]
+    write_ts(tmp_path / "x_TRAIN.ts", rows)
+    write_ts(tmp_path / "x_TEST.ts", [(channels, None) for channels, _ in rows[:8]])
+    overrides = [f"data.path={tmp_path / 'x_TRAIN.ts'}", *RUN, "model.predictor.hidden=16",
+                 "model.tokenizer.num_patches=4"]
+    with pytest.raises(ConfigError, match="model.tokenizer.*shorter than one patch"):  # 12 < 20
+        pretrain("ts_jepa_demo", [*overrides, "model.tokenizer.num_patches=null",
+                                  "model.tokenizer.patch=20"], tmp_path / "bad")
+    run = pretrain("ts_jepa_demo", overrides, tmp_path / "run")  # an unlabelled test file trains
+    with pytest.raises(DataError, match="needs labels"):
+        evaluate_run(run, device="cpu", overrides=["eval.protocols=[linear_probe]"])
+
+
+def test_action_columns_of_a_long_table_feed_the_predictor(tmp_path):
+    """A long CSV (id, time, two channels, one control column): the control column becomes the
+    action the rollout is conditioned on, not an encoded channel."""
+    rng = torch.Generator().manual_seed(0)
+    rows = ["id,time,a,b,u"]
+    for series_id in range(24):
+        for t in range(20):
+            a, b, u = torch.randn(3, generator=rng).tolist()
+            rows.append(f"s{series_id},{t},{a:.4f},{b:.4f},{u:.4f}")
+    (tmp_path / "plant.csv").write_text("\n".join(rows) + "\n")
+    overrides = [f"data.path={tmp_path / 'plant.csv'}", "data.action_columns=[u]",
+                 "data.label_column=null", "data.window=null", "data.window_stride=null",
+                 "model.tokenizer.patch=2", *RUN, "model.predictor.hidden=16", "objective.horizon=3",
+                 "eval.protocols=[forecast]"]
+    recipe = load_recipe("ts_jepa", overrides)
+    _, _, meta = load_datasets(recipe)
+    assert (meta["channels"], meta["num_actions"], meta["channel_names"]) == (2, 1, ["a", "b"])
+    assert build_objective(recipe, meta).predictor.action_dim == 2  # one action x 2 steps a patch
+    run = pretrain("ts_jepa", overrides, tmp_path / "run")
+    table = evaluate_run(run, device="cpu")["forecast"]["table"]
+    assert [row["horizon_steps"] for row in table] == [2, 4, 6]
