@@ -109,7 +109,8 @@ class TransformerEncoder(nn.Module):
         index = torch.arange(tokens, device=device)[None] if isinstance(tokens, int) else tokens
         step = torch.div(index, self.per_step, rounding_mode="floor")  # [B, K]
         lag = step[:, :, None] - step[:, None, :]  # [B, K, K], query minus key
-        return ((lag >= 0) & (lag < self.causal_window))[:, None]
+        own = torch.eye(lag.shape[-1], dtype=torch.bool, device=device)  # never a query without keys
+        return (((lag >= 0) & (lag < self.causal_window)) | own)[:, None]
 
     def forward(self, tokens: Tokens, keep: Tensor | None = None) -> Tensor:
         """Encode `tokens`, or only the tokens at `keep [B, K]`; returns `[B, R + K, D]`."""
@@ -123,7 +124,11 @@ class TransformerEncoder(nn.Module):
         if self.causal_window == 1 and keep is None:  # steps alone: a batch of short sequences
             b, n, d = x.shape
             split = (b * n // self.per_step, self.per_step, d)
-            out = self._blocks(x.reshape(split), pos.reshape(split), None, 0)
+            mask = None
+            if pad is not None:  # a token always sees itself, so no query is left without keys
+                own = torch.eye(self.per_step, dtype=torch.bool, device=x.device)
+                mask = (~pad.reshape(split[:2]))[:, None, None, :] | own
+            out = self._blocks(x.reshape(split), pos.reshape(split), mask, 0)
             return out.reshape(b, n, d)
         if self.reg is not None:
             x = torch.cat([self.reg.expand(x.shape[0], -1, -1), x], dim=1)  # [B, R + K, D]
@@ -133,7 +138,8 @@ class TransformerEncoder(nn.Module):
             attn_mask = valid[:, None, None, :]  # [B, 1, 1, R + K], True = attend
         if self.causal_window is not None:
             causal = self.step_mask(x.shape[1] if keep is None else keep, x.device)
-            attn_mask = causal if attn_mask is None else attn_mask & causal
+            own = torch.eye(causal.shape[-1], dtype=torch.bool, device=x.device)
+            attn_mask = causal if attn_mask is None else (attn_mask & causal) | own
         return self._blocks(x, pos, attn_mask, r)
 
     def _blocks(self, x: Tensor, pos: Tensor, attn_mask: Tensor | None, r: int) -> Tensor:
@@ -180,9 +186,16 @@ class Backbone(nn.Module):
     def forward(self, x: RawInput, keep: Tensor | None = None) -> Tensor:
         return self.encode(self.features(x), keep=keep)
 
+    @property
+    def step_tokens(self) -> int:
+        """Tokens per step of a time-major token grid (1 without a grid)."""
+        grid = getattr(self.tokenizer, "layout", {}).get("grid")
+        return 1 if grid is None else int(torch.tensor(grid[1:]).prod())
+
     def embed(self, x: RawInput, pooling: str) -> Tensor:
         """One pooled vector per sample `[B, F]` (padding tokens left out, see `pool`)."""
         tokens = self.tokenizer(self.features(x))
         if not isinstance(tokens, Tokens):  # an encoder that reads features directly
             return pool(self.encoder(tokens), pooling, self.num_prefix_tokens)
-        return pool(self.encoder(tokens), pooling, self.num_prefix_tokens, tokens.pad_mask)
+        return pool(self.encoder(tokens), pooling, self.num_prefix_tokens, tokens.pad_mask,
+                    self.step_tokens)

@@ -85,7 +85,8 @@ class Classifier(nn.Module):
 
     def forward(self, x, generator: torch.Generator | None = None) -> Tensor:
         h, pad_mask = self.latents(x, generator)
-        z = pool(h, self.pooling, self.backbone.num_prefix_tokens, pad_mask)
+        z = pool(h, self.pooling, self.backbone.num_prefix_tokens, pad_mask,
+                 self.backbone.step_tokens)
         return self.head(self.norm(z.float()))
 
 

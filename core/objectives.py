@@ -358,6 +358,15 @@ class LatentRollout(nn.Module):
         if grid is None:
             raise ValueError("latent_rollout needs a tokenizer that lays tokens out on a grid with "
                              "time first (e.g. timeseries.patches)")
+        if getattr(backbone.encoder, "causal_window", None) is None:
+            raise ValueError("latent_rollout needs a causal encoder (model.encoder.causal_window): "
+                             "otherwise an embedding sees the steps it is asked to predict")
+        if getattr(backbone.tokenizer, "revin", None) is not None:
+            raise ValueError("latent_rollout: RevIN's statistics span the whole series, so every "
+                             "embedding would see the future; set model.tokenizer.revin false")
+        if grid[0] < 2:
+            raise ValueError(f"latent_rollout needs at least 2 time steps, the tokenizer makes "
+                             f"{grid[0]}; lower model.tokenizer.patch")
         self.steps, self.per_step = grid[0], int(torch.tensor(grid[1:]).prod())
         self.horizon, self.starts = horizon, starts
         self.normalize_targets, self.export = normalize_targets, export

@@ -8,14 +8,16 @@ from torch import Tensor
 POOLINGS = ("mean", "flatten", "prefix", "mean_max", "mean_plus_max", "last")
 
 
-def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | None = None) -> Tensor:
+def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | None = None,
+         step_tokens: int = 1) -> Tensor:
     """Pool latents `h [B, R + N, D]` whose first R = `num_prefix_tokens` are register tokens.
 
     Modes: `mean` over all tokens -> `[B, D]`; `flatten` -> `[B, (R + N) * D]` (T-JEPA's
     downstream input); `prefix` -> the register tokens flattened `[B, R * D]`; `mean_max` -> mean
     and max over the N non-register tokens concatenated `[B, 2D]` (Point-JEPA); `mean_plus_max`
-    -> their sum `[B, D]` (BYOL-A's AudioNTT temporal pooling); `last` -> the last real token
-    `[B, D]` (what a causal encoder has seen the whole sample by).
+    -> their sum `[B, D]` (BYOL-A's AudioNTT temporal pooling); `last` -> the mean of the last
+    real step's `step_tokens` tokens `[B, D]` (what a causal encoder has seen the whole sample
+    by; a step = a patch's channel tokens on a time-major grid).
 
     `pad_mask [B, N]` (True = padding, e.g. the end of a short series) leaves padding tokens out
     of means and maxima, and zeroes them in `flatten`.
@@ -28,14 +30,17 @@ def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | No
     if mode == "mean":
         return h.mean(1) if valid is None else _masked_mean(h, valid)
     if mode == "flatten":
-        return (h if valid is None else h * valid).flatten(1)
+        return (h if valid is None else torch.where(valid, h, 0.0)).flatten(1)
     if mode == "prefix":
         if r == 0:
             raise ValueError("pooling 'prefix' needs an encoder with reg_tokens > 0")
         return h[:, :r].flatten(1)
     if mode == "last":
-        last = h.shape[1] - 1 if pad_mask is None else r + (~pad_mask).sum(1).clamp_min(1) - 1
-        return h[torch.arange(h.shape[0]), last]
+        b, d = h.shape[0], h.shape[2]
+        steps = h[:, r:].reshape(b, -1, step_tokens, d)  # [B, N / S, S, D]
+        real = steps.shape[1] if pad_mask is None else (~pad_mask).sum(1).clamp_min(1) // step_tokens
+        index = torch.as_tensor(real, device=h.device).expand(b) - 1
+        return steps[torch.arange(b, device=h.device), index].mean(1)
     if mode in ("mean_max", "mean_plus_max"):
         body = h[:, r:]
         if valid is None:
@@ -43,14 +48,14 @@ def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | No
         else:
             keep = valid[:, r:]
             mean = _masked_mean(body, keep)
-            top = body.masked_fill(~keep, torch.finfo(body.dtype).min).amax(1)
+            top = body.masked_fill(~keep, torch.finfo(body.dtype).min).amax(1)  # NaN-free
         return torch.cat([mean, top], dim=1) if mode == "mean_max" else mean + top
     raise ValueError(f"unknown pooling '{mode}'; choose from {', '.join(POOLINGS)}")
 
 
 def _masked_mean(h: Tensor, valid: Tensor) -> Tensor:
     """Mean of `h [B, N, D]` over the tokens where `valid [B, N, 1]` is True."""
-    return (h * valid).sum(1) / valid.sum(1).clamp_min(1)
+    return torch.where(valid, h, 0.0).sum(1) / valid.sum(1).clamp_min(1)
 
 
 def pooled_dim(backbone, mode: str, meta: dict) -> int:

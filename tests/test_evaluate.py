@@ -126,7 +126,7 @@ def test_pool_shapes_agree_with_pooled_dim(mode, reg_tokens):
     assert h.shape == (5, reg_tokens + 5, 8)
     out = pool(h, mode, reg_tokens)
     expected = {"mean": 8, "flatten": (reg_tokens + 5) * 8, "prefix": reg_tokens * 8,
-                "mean_max": 16, "mean_plus_max": 8}[mode]
+                "mean_max": 16, "mean_plus_max": 8, "last": 8}[mode]
     assert out.shape == (5, expected)
     assert pooled_dim(backbone, mode, {"num_tokens": 5}) == expected
 

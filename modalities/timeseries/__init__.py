@@ -12,7 +12,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from polyjepa.errors import DataError
-from polyjepa.modalities.timeseries.cartpole import STATE_NAMES, CartPoleConfig, generate
+from polyjepa.modalities.timeseries.cartpole import CARTPOLE, STATE_NAMES, CartPoleConfig, generate
 from polyjepa.modalities.timeseries.config import TimeSeriesDataConfig
 from polyjepa.modalities.timeseries.control import control_protocol
 from polyjepa.modalities.timeseries.forecast import forecast_protocol
@@ -29,8 +29,6 @@ from polyjepa.modalities.timeseries.synthetic import CLASS_NAMES, synthetic_seri
 from polyjepa.modalities.timeseries.tokenizer import PatchTokenizer
 from polyjepa.paths import resolve_path
 from polyjepa.registry import ModalityPlugin
-
-CARTPOLE = "builtin:cartpole"
 
 
 def _subset(data: SeriesSet, index: np.ndarray) -> SeriesSet:

@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 from scipy.linalg import solve_continuous_are
 
+CARTPOLE = "builtin:cartpole"  # the `data.path` that selects these trajectories
 STATE_NAMES = ("x", "x_dot", "theta", "theta_dot")
 X_LIMIT = 2.4
 THETA_LIMIT = 12 * 2 * np.pi / 360

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from polyjepa.errors import ConfigError
 from polyjepa.hub import load_objective, read_export
 from polyjepa.modalities.timeseries.cartpole import (
+    CARTPOLE,
     CartPoleConfig,
     FullObservationPolicy,
     HoldLastPolicy,
@@ -102,16 +103,19 @@ class LatentPolicy:
 def control_protocol(run_dir, recipe, train_set: SeriesArrays, test_set: SeriesArrays,
                      device) -> dict:
     """Success rate and stable steps against the observation interval `k` (see the module);
-    episodes, their length and the intervals come from `data.cartpole.control_*`."""
+    episodes, their length and the intervals come from `data.cartpole.control_*`. Runs on the
+    CPU whatever `device` is (one observation per environment and step: a GPU would not help)."""
     data = recipe.cfg.data
-    if data.path != "builtin:cartpole":
+    if data.path != CARTPOLE:
         raise ConfigError(f"{recipe.source}: eval.protocols: control runs on data.path "
                           "builtin:cartpole")
     objective = load_objective(run_dir)
     tokenizer = objective.online.tokenizer
-    if tokenizer.patch != 1 or objective.online.encoder.causal_window != 1:
-        raise ConfigError(f"{recipe.source}: control embeds one observation at a time: it needs "
-                          "model.tokenizer.patch 1 and model.encoder.causal_window 1")
+    if (tokenizer.patch != 1 or objective.online.encoder.causal_window != 1
+            or tokenizer.pos.abs().sum() > 0):
+        raise ConfigError(f"{recipe.source}: control embeds one observation at a time, wherever "
+                          "it falls: it needs model.tokenizer.patch 1, positions false and "
+                          "model.encoder.causal_window 1")
     sim: CartPoleConfig = data.cartpole
     actor = train_actor(objective, train_set, seed=recipe.cfg.eval.seed)
     scaler = train_set_scaler(recipe, run_dir)

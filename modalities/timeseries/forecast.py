@@ -39,12 +39,12 @@ class _Split:
     """One set's series cut at `H` whole patches before their end: context lengths `[B]` (in
     steps), the future values `[B, C, H * P]` and actions `[B, A, H * P]` (or None)."""
 
-    def __init__(self, data: SeriesArrays, patch: int, horizon: int) -> None:
+    def __init__(self, data: SeriesArrays, patch: int, horizon: int, split: str) -> None:
         whole = data.lengths // patch  # whole patches per series
         keep = (whole >= horizon + 1).nonzero().flatten()
         if len(keep) == 0:
-            raise DataError(f"no series has the {horizon + 1} whole patches of {patch} steps a "
-                            f"{horizon}-patch forecast needs")
+            raise DataError(f"no {split} series has the {horizon + 1} whole patches of {patch} "
+                            f"steps a {horizon}-patch forecast needs")
         self.keep = keep
         self.context = (whole[keep] - horizon) * patch  # [B] steps
         self.values = data.values[keep]
@@ -117,7 +117,11 @@ def _errors(pred: np.ndarray, truth: np.ndarray, patch: int, horizon: int) -> tu
 
 
 def forecast_protocol(run_dir, recipe, train_set: SeriesArrays, test_set: SeriesArrays, device) -> dict:
-    """The forecasting table of a `latent_rollout` run (see the module docstring)."""
+    """The forecasting table of a `latent_rollout` run (see the module docstring); on the CPU
+    whatever `device` is."""
+    if recipe.cfg.data.standardize == "per_series":
+        raise ConfigError(f"{recipe.source}: forecast needs data.standardize per_dataset or none: "
+                          "per-series statistics include the future being forecast")
     objective = load_objective(run_dir)
     if not hasattr(objective, "rollout"):
         raise ConfigError(f"{recipe.source}: eval.protocols: forecast needs a latent_rollout run "
@@ -126,7 +130,7 @@ def forecast_protocol(run_dir, recipe, train_set: SeriesArrays, test_set: Series
     if tokenizer.stride != tokenizer.patch:
         raise ConfigError(f"{recipe.source}: forecast needs non-overlapping patches (stride = patch)")
     patch, horizon = tokenizer.patch, min(objective.horizon, objective.steps - 1)
-    train, test = _Split(train_set, patch, horizon), _Split(test_set, patch, horizon)
+    train, test = _Split(train_set, patch, horizon, "training"), _Split(test_set, patch, horizon, "test")
     shape = test.future.shape
     truth = test.future.numpy()
     z_train, rolled_train = _latents(objective, train, horizon)

@@ -58,8 +58,10 @@ class PatchMasker:
         valid = self.valid_patches(x["length"].cpu())  # [B]
         shortest = int(valid.min())
         if shortest < 2:
-            raise ValueError(f"a series of this batch covers {shortest} patch; masking needs 2 "
-                             "(lower model.tokenizer.patch or drop very short series)")
+            raise ValueError(f"a series of this batch is shorter than {self.stride + 1} steps and "
+                             f"covers {shortest} patch; masking needs 2 (lower "
+                             "model.tokenizer.patch, resample with data.length_policy=resample, or "
+                             "drop very short series)")
         num_target = min(max(round(self.mask_ratio * shortest), 1), shortest - 1)
         b = len(valid)
         if self.mode == "future":

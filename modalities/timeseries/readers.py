@@ -128,8 +128,8 @@ def read_ts(path: Path) -> SeriesSet:
     if not cases:
         raise DataError(f"{path}: no cases after the @data line")
     channels = _check_ts_cases(cases, _ts_dimensions(header, path), classes, path)
-    return SeriesSet(
-        series=_ts_values(cases, path), labels=[c.label for c in cases] if labelled else None,
+    return SeriesSet(  # regression targets (@targetLabel) are read past, not taken for classes
+        series=_ts_values(cases, path), labels=[c.label for c in cases] if classes else None,
         actions=None, channel_names=[str(c) for c in range(channels)], action_names=[],
         names=[f"{path.name} line {c.line}" for c in cases], class_names=classes, source=str(path))
 

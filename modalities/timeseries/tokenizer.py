@@ -89,6 +89,8 @@ class PatchTokenizer(nn.Module):
                  num_actions: int = 0, positions: bool = True) -> None:
         super().__init__()
         if num_patches is not None:
+            if stride is not None:
+                raise ValueError("num_patches makes non-overlapping patches: leave stride unset")
             if not 1 <= num_patches <= length:
                 raise ValueError(f"num_patches={num_patches} must lie in [1, {length}] (the "
                                  "series length)")

@@ -126,6 +126,9 @@ def test_ts_jepa_demo_classifies_and_forecasts_synthetic_series(tmp_path):
     assert all(row["naive_mse"] > 0 and row["linear_ar_mse"] > 0 for row in table)
     assert table[-1]["naive_mse"] > table[0]["naive_mse"]  # holding gets worse with the horizon
     assert "forecast:" in format_table(result)
+    with pytest.raises(ConfigError, match="per-series statistics"):  # they see the future
+        evaluate_run(run, device="cpu", overrides=["eval.protocols=[forecast]",
+                                                   "data.standardize=per_series"])
 
 
 def test_ts_jepa_masked_pretrains_evaluates_and_finetunes_with_padding(tmp_path):
@@ -215,3 +218,52 @@ def test_action_columns_of_a_long_table_feed_the_predictor(tmp_path):
     run = pretrain("ts_jepa", overrides, tmp_path / "run")
     table = evaluate_run(run, device="cpu")["forecast"]["table"]
     assert [row["horizon_steps"] for row in table] == [2, 4, 6]
+
+
+def test_rollout_refuses_what_would_let_embeddings_see_the_future():
+    tokenizer = PatchTokenizer(channels=3, length=40, dim=16, patch=4)
+    causal = TransformerEncoder(16, depth=1, num_heads=2, causal_window=10, grid=(10, 3))
+    with pytest.raises(ValueError, match="causal encoder"):
+        LatentRollout(Backbone(tokenizer, TransformerEncoder(16, depth=1, num_heads=2)),
+                      RolloutMLP(16, hidden=8))
+    with pytest.raises(ValueError, match="RevIN"):
+        LatentRollout(Backbone(PatchTokenizer(3, 40, dim=16, patch=4, revin=True), causal),
+                      RolloutMLP(16, hidden=8))
+    with pytest.raises(ValueError, match="at least 2 time steps"):
+        LatentRollout(Backbone(PatchTokenizer(3, 40, dim=16, patch=40),
+                               TransformerEncoder(16, depth=1, num_heads=2, causal_window=1,
+                                                  grid=(1, 3))), RolloutMLP(16, hidden=8))
+
+
+def test_last_pooling_reads_the_last_real_step_of_channel_tokens():
+    h = torch.randn(2, 12, 4)  # 4 steps x 3 channel tokens
+    pad = torch.zeros(2, 12, dtype=torch.bool)
+    pad[1, 6:] = True  # series 1 has 2 real steps
+    last = pool(h, "last", 0, pad, step_tokens=3)
+    torch.testing.assert_close(last[0], h[0, 9:12].mean(0))
+    torch.testing.assert_close(last[1], h[1, 3:6].mean(0))
+
+
+def test_padded_queries_of_a_causal_encoder_stay_finite():
+    """With a short window a padding token may see only padding keys; it always sees itself,
+    so no attention row is empty (older torch kernels return NaN for empty rows)."""
+    enc = TransformerEncoder(16, depth=1, num_heads=2, causal_window=2, grid=(6, 2)).eval()
+    pad = torch.zeros(2, 12, dtype=torch.bool)
+    pad[1, 4:] = True
+    tokens = Tokens(torch.randn(2, 12, 16), torch.randn(12, 16), pad)
+    mask = enc.step_mask(12, torch.device("cpu")) & ~pad[:, None, None, :]
+    assert not (mask | torch.eye(12, dtype=torch.bool)).logical_not().all(-1).any()
+    assert torch.isfinite(enc(tokens)).all()
+    single = TransformerEncoder(16, depth=1, num_heads=2, causal_window=1, grid=(6, 2)).eval()
+    assert torch.isfinite(single(tokens)).all()
+
+
+def test_regression_ts_files_pretrain_without_classes(tmp_path):
+    from polyjepa.modalities.timeseries import load_data
+    from polyjepa.modalities.timeseries.config import TimeSeriesDataConfig
+
+    rows = "\n".join(",".join(str(float(v)) for v in range(i, i + 12)) + f":{i / 10}" for i in range(8))
+    for split in ("TRAIN", "TEST"):
+        (tmp_path / f"r_{split}.ts").write_text(f"@targetLabel true\n@data\n{rows}\n")
+    train, test, meta = load_data(TimeSeriesDataConfig(path=str(tmp_path / "r_TRAIN.ts")), None)
+    assert meta["class_names"] == [] and (train.labels == -1).all() and len(test) == 8
