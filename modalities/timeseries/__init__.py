@@ -32,7 +32,10 @@ from polyjepa.registry import ModalityPlugin
 
 
 def _subset(data: SeriesSet, index: np.ndarray) -> SeriesSet:
-    pick = lambda items: None if items is None else [items[i] for i in index]  # noqa: E731
+    """The series at `index`, with their labels, actions and names."""
+    def pick(items: list | None) -> list | None:
+        return None if items is None else [items[i] for i in index]
+
     return replace(data, series=pick(data.series), labels=pick(data.labels),
                    actions=pick(data.actions), names=pick(data.names))
 
@@ -54,7 +57,7 @@ def _cartpole(cfg: CartPoleConfig, num: int, seed: int, split: str) -> SeriesSet
                      actions=list(data["actions"].astype(np.float32)),
                      channel_names=list(STATE_NAMES), action_names=["force"],
                      names=[f"cart-pole {split} trajectory {i}" for i in range(num)],
-                     class_names=None, source="builtin:cartpole")
+                     class_names=None, source=CARTPOLE)
 
 
 def _read_sets(cfg: TimeSeriesDataConfig, root: Path | None) -> tuple[SeriesSet, SeriesSet]:

@@ -605,3 +605,16 @@ def test_load_file_rejects_another_channel_count_with_per_dataset_scaling(tmp_pa
     path = write_narrow_and_wide(tmp_path)[channels]
     with pytest.raises(DataError, match=f"{channels} channels, the run was trained on 2"):
         load_file(cfg, str(path), None, meta)
+
+
+def test_a_file_without_a_test_twin_is_split_seeded_and_stratified(tmp_path):
+    rows = ["label," + ",".join(f"t{k}" for k in range(8))]
+    for i in range(40):
+        rows.append(("a" if i < 30 else "b") + "," + ",".join(str(i + k) for k in range(8)))
+    (tmp_path / "wide.csv").write_text("\n".join(rows) + "\n")
+    cfg = TimeSeriesDataConfig(path=str(tmp_path / "wide.csv"), test_fraction=0.25)
+    train, test, meta = load_data(cfg, None)
+    assert (len(train), len(test)) == (30, 10) and meta["class_names"] == ["a", "b"]
+    assert int((test.labels == 1).sum()) in (2, 3)  # b is a quarter of the series
+    again, _, _ = load_data(cfg, None)
+    assert torch.equal(again.values, train.values)  # seeded by data.split_seed
