@@ -203,7 +203,8 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
 
     Returns:
         `{"linear_probe": {name: acc}, "knn": {name: acc}, "n_train": int, "n_test": int}` for
-        names `pretrained`, `random_init`, `raw_features`.
+        names `pretrained`, `random_init`, `raw_features`, and one entry per modality protocol
+        listed (e.g. `forecast`: its own dict).
     """
     run_dir = Path(run_dir)
     C.check_override_scope(list(overrides), ("data", "eval"), "eval")
@@ -211,6 +212,8 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
                               list(overrides))
     cfg = recipe.cfg.eval
     own = recipe.plugin.protocols
+    if not cfg.protocols:
+        raise ConfigError(f"eval.protocols: empty; list some of {', '.join([*PROTOCOLS, *own])}")
     unknown = [p for p in cfg.protocols if p not in PROTOCOLS and p not in own]
     if unknown:
         raise ConfigError(f"eval.protocols: '{unknown[0]}' is not one of "

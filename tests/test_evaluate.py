@@ -15,7 +15,7 @@ from polyjepa.build import build_backbone, load_datasets
 from polyjepa.checkpoint import load_file
 from polyjepa.data import eval_collate
 from polyjepa.encoders import Backbone, TransformerEncoder
-from polyjepa.errors import CheckpointError
+from polyjepa.errors import CheckpointError, ConfigError
 from polyjepa.evaluate import evaluate_run, format_table, knn_probe, linear_probe
 from polyjepa.hub import load_encoder
 from polyjepa.modalities.tabular.tokenizer import FeatureTokenizer
@@ -222,6 +222,10 @@ def test_evaluate_run_contract(trained_run, monkeypatch):
     assert pre_x.shape == rnd_x.shape and len(pre_x) == len(train)
     assert np.array_equal(pre_y, rnd_y)
     assert not np.allclose(pre_x, rnd_x, atol=1e-3), "random-init baseline equals pretrained"
+    with pytest.raises(ConfigError, match="eval.protocols: empty"):
+        evaluate_run(trained_run, device="cpu", overrides=["eval.protocols=[]"])
+    with pytest.raises(ConfigError, match="'forecast' is not one of linear_probe"):
+        evaluate_run(trained_run, device="cpu", overrides=["eval.protocols=[forecast]"])
 
 
 def test_load_encoder_is_the_ema_target(trained_run):
