@@ -242,13 +242,24 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self):
-        """Micro-batches from the current position on, epoch after epoch."""
+        """Micro-batches from the current position on, epoch after epoch.
+
+        An epoch's DataLoader workers are shut down as soon as it ends, or as an error leaves
+        the generator: a traceback kept by the caller (a test's `pytest.raises`) still refers to
+        the loader's iterator, and live workers would then keep the interpreter from exiting.
+        """
         per_epoch = len(self.sampler)
         consumed = self.step * self.cfg.train.accumulate
         epoch, offset = divmod(consumed, per_epoch)
         while True:
             self.sampler.set_position(epoch, offset)
-            yield from self.loader
+            iterator = iter(self.loader)
+            try:
+                yield from iterator
+            finally:
+                shutdown = getattr(iterator, "_shutdown_workers", None)  # multi-process loaders
+                if shutdown is not None:
+                    shutdown()
             epoch, offset = epoch + 1, 0
 
     def _nonfinite(self, what: str) -> NonFiniteLossError:
@@ -363,6 +374,7 @@ class Trainer:
                 if stop:
                     return False
         finally:
+            batches.close()  # stops the DataLoader workers of an interrupted run now
             bar.close()
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
