@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
@@ -14,6 +16,11 @@ from polyjepa.types import RawInput, Tokens
 def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
     """Select tokens per sample: `x [B, N, D]`, `idx [B, K]` -> `[B, K, D]`."""
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def tokens_per_step(grid: tuple[int, ...] | None) -> int:
+    """Tokens per step of a time-major token grid `(T, ...)`: `prod(grid[1:])`, 1 without one."""
+    return 1 if grid is None else math.prod(grid[1:])
 
 
 def init_weights(module: nn.Module) -> None:
@@ -91,7 +98,7 @@ class TransformerEncoder(nn.Module):
                 raise ValueError("causal_window: register tokens would carry the future to the "
                                  "past; set reg_tokens to 0")
         self.causal_window = causal_window
-        self.per_step = 1 if grid is None else int(torch.tensor(grid[1:]).prod())
+        self.per_step = tokens_per_step(grid)
         self.dim = dim
         self.num_prefix_tokens = reg_tokens
         self.pos_every_layer = pos_every_layer
@@ -189,8 +196,7 @@ class Backbone(nn.Module):
     @property
     def step_tokens(self) -> int:
         """Tokens per step of a time-major token grid (1 without a grid)."""
-        grid = getattr(self.tokenizer, "layout", {}).get("grid")
-        return 1 if grid is None else int(torch.tensor(grid[1:]).prod())
+        return tokens_per_step(getattr(self.tokenizer, "layout", {}).get("grid"))
 
     def embed(self, x: RawInput, pooling: str) -> Tensor:
         """One pooled vector per sample `[B, F]` (padding tokens left out, see `pool`)."""

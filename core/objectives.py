@@ -367,7 +367,7 @@ class LatentRollout(nn.Module):
         if grid[0] < 2:
             raise ValueError(f"latent_rollout needs at least 2 time steps, the tokenizer makes "
                              f"{grid[0]}; lower model.tokenizer.patch")
-        self.steps, self.per_step = grid[0], int(torch.tensor(grid[1:]).prod())
+        self.steps, self.per_step = grid[0], backbone.step_tokens
         self.horizon, self.starts = horizon, starts
         self.normalize_targets, self.export = normalize_targets, export
         self.loss_fn = _rollout_loss(loss)
