@@ -28,6 +28,7 @@ def test_t_jepa_demo_beats_random_init_on_adult(tmp_path):
     pytest.param("byol_a_demo", marks=pytest.mark.xfail(
         reason="BYOL-A's ten-minute demo does not beat random init on FSDD (issue 5)",
         strict=False)),
+    # seed 0, the recipe's; over seeds 0 and 1 the linear probe stays ahead, the kNN ties
     "a_jepa_demo",
 ])
 def test_audio_demos_beat_random_init_on_fsdd(recipe, tmp_path, shared_data, monkeypatch):
