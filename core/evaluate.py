@@ -212,12 +212,12 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
                               list(overrides))
     cfg = recipe.cfg.eval
     own = recipe.plugin.protocols
+    choices = [*PROTOCOLS, *own]
     if not cfg.protocols:
-        raise ConfigError(f"eval.protocols: empty; list some of {', '.join([*PROTOCOLS, *own])}")
-    unknown = [p for p in cfg.protocols if p not in PROTOCOLS and p not in own]
+        raise ConfigError(f"eval.protocols: empty; list some of {', '.join(choices)}")
+    unknown = [p for p in cfg.protocols if p not in choices]
     if unknown:
-        raise ConfigError(f"eval.protocols: '{unknown[0]}' is not one of "
-                          f"{', '.join([*PROTOCOLS, *own])}")
+        raise ConfigError(f"eval.protocols: '{unknown[0]}' is not one of {', '.join(choices)}")
     classify = [p for p in cfg.protocols if p in PROTOCOLS]
     mine = [p for p in cfg.protocols if p in own]
     if mine and data_path is not None:
