@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from polyjepa import config as C
+from polyjepa.data import carve_validation
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError
 from polyjepa.paths import data_root
@@ -48,12 +49,35 @@ def recipe_from_dict(raw: dict, source: str, overrides: list[str] = ()) -> Recip
     return Recipe(C.validate(raw, source, plugin.data_config), source, plugin)
 
 
-def load_datasets(recipe: Recipe) -> tuple[Any, Any, dict]:
-    """`(train, test, meta)` from the recipe's data section, or the modality's synthetic set."""
+@dataclass
+class Splits:
+    """A recipe's data: `train` (without the validation part), `val` (None without
+    `data.val_fraction`), `test`, and the plugin's `meta` (fitted on the whole training split)."""
+
+    train: Any
+    val: Any
+    test: Any
+    meta: dict
+
+
+def load_splits(recipe: Recipe) -> Splits:
+    """The recipe's data section read by its plugin (or the modality's synthetic set), with the
+    validation split carved from the training split when `data.val_fraction` > 0."""
     cfg = recipe.cfg
     if cfg.synthetic:
-        return recipe.plugin.synthetic(seed=cfg.train.seed)
-    return recipe.plugin.load_data(cfg.data, data_root(cfg.data_root))
+        train, test, meta = recipe.plugin.synthetic(seed=cfg.train.seed)
+    else:
+        train, test, meta = recipe.plugin.load_data(cfg.data, data_root(cfg.data_root))
+    val = None
+    if C.val_fraction(cfg) > 0:
+        train, val = carve_validation(train, C.val_fraction(cfg), cfg.eval.seed)
+    return Splits(train, val, test, meta)
+
+
+def load_datasets(recipe: Recipe) -> tuple[Any, Any, dict]:
+    """`(train, test, meta)` of `load_splits` (train without its validation part)."""
+    splits = load_splits(recipe)
+    return splits.train, splits.test, splits.meta
 
 
 def call_factory(spec: dict, kind: str, field: str, recipe: Recipe, context: dict) -> Any:

@@ -66,11 +66,20 @@ def _launch_torchrun(nproc: int) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from polyjepa.evaluate import evaluate_run, format_table
+    from polyjepa.evaluate import evaluate_run, evaluate_runs, format_runs, format_table
 
-    result = evaluate_run(args.run_dir, data_path=args.data, device=args.device,
-                          overrides=args.overrides)
-    print(json.dumps(result) if args.json else format_table(result))
+    runs = [w for w in args.run_dir if "=" not in w]
+    overrides = [w for w in args.run_dir if "=" in w] + args.overrides
+    if not runs:
+        raise PolyjepaError("eval: name at least one run directory")
+    options = dict(data_path=args.data, device=args.device, overrides=overrides,
+                   checkpoint=args.checkpoint, progress=not args.json)
+    if len(runs) == 1:
+        result = evaluate_run(runs[0], **options)
+        print(json.dumps(result) if args.json else format_table(result))
+    else:
+        result = evaluate_runs(runs, **options)
+        print(json.dumps(result) if args.json else format_runs(result))
 
 
 def _cmd_finetune(args: argparse.Namespace) -> None:
@@ -125,11 +134,16 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("--nproc", type=int, default=1,
                      help="processes on this machine (launches torchrun; DDP, gloo on CPU)")
     pre.set_defaults(fn=_cmd_pretrain)
-    ev = sub.add_parser("eval", help="linear probe + kNN vs random-init and raw-feature baselines")
-    ev.add_argument("run_dir")
-    ev.add_argument("overrides", nargs="*",
-                    help="data.*/eval.* overrides, e.g. another split of the recipe's data")
+    ev = sub.add_parser("eval", help="linear probe + kNN (+ label efficiency, ...) vs random-init "
+                                     "and raw-feature baselines, for one run or several")
+    ev.add_argument("run_dir", nargs="+",
+                    help="one or more run directories (e.g. pretraining seeds: reported each and "
+                         "mean ± std across them), then data.*/eval.* overrides, e.g. "
+                         "eval.protocols=[linear_probe,label_efficiency] or eval.split=val")
+    ev.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     ev.add_argument("--data", help="evaluate on this data instead of the recipe's")
+    ev.add_argument("--checkpoint", type=int, metavar="STEP",
+                    help="evaluate the encoder kept at this step (train.keep_checkpoints)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--device", default="auto")
     ev.set_defaults(fn=_cmd_eval)

@@ -30,6 +30,18 @@ Spec = dict[str, Any]
 
 
 @dataclass
+class DataConfig:
+    """Data keys the core reads for every modality whose `data:` schema extends this class (the
+    built-in ones do; a plugin's schema that does not simply lacks these keys)."""
+
+    # Share of the training split held out as a validation split (stratified by label, seeded by
+    # `eval.seed`, the same for every pretraining seed): the online probe scores on it and
+    # `eval.split=val` probes on it; pretraining and probes then train on the rest. The test split
+    # is never touched. 0 turns it off.
+    val_fraction: float = field(default=0.0, kw_only=True)
+
+
+@dataclass
 class ModelConfig:
     tokenizer: Spec | None = None  # features -> Tokens [B, N, D]; None: the encoder reads features
     encoder: Spec = field(default_factory=lambda: {"name": "transformer"})  # Tokens -> [B, N, D]
@@ -78,6 +90,15 @@ class TrainConfig:
     sync_batchnorm: bool = True  # under DDP, BatchNorm statistics over the global batch (BYOL)
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` extra)
+    # Online probe: every this many steps (None: off) fit a kNN and a closed-form ridge classifier
+    # on the frozen online encoder's embeddings of (at most `probe_samples`) training samples,
+    # score them on the validation split (`data.val_fraction`), log `probe/knn`, `probe/linear`.
+    probe_every: int | None = None
+    probe_samples: int = 2000  # cap on the training and on the validation samples probed
+    # Encoders kept along the way (`checkpoints/encoder_step_N.pt`, for learning curves with
+    # `polyjepa eval RUN --checkpoint N`): at these steps, and every `keep_every` steps.
+    keep_checkpoints: list[int] = field(default_factory=list)
+    keep_every: int | None = None
 
 
 @dataclass
@@ -87,12 +108,24 @@ class EvalConfig:
     knn_k: int = 20
     max_train: int | None = None  # subsample the probe's training split (seeded) when large
     seed: int = 0
-    protocols: list[str] = field(default_factory=lambda: ["linear_probe", "knn"])  # + svm, few_shot
+    # + svm, few_shot, label_efficiency, and the modality's own (e.g. forecast)
+    protocols: list[str] = field(default_factory=lambda: ["linear_probe", "knn"])
     svm_c: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.012, 0.03, 0.1, 0.3, 1.0])
     few_shot_ways: int | None = None  # None: min(5, number of classes)
     few_shot_shots: list[int] = field(default_factory=lambda: [10, 20])
     few_shot_queries: int = 20  # test samples per class and episode (fewer if a class has fewer)
     few_shot_episodes: int = 10
+    # Random initialisations of the encoder's architecture probed as the random-init baseline
+    # (seeds train.seed + 1, + 2, ...); every protocol reports their mean (and each one).
+    init_seeds: int = 3
+    # Which split the probes score on: "test", or "val" (the validation split carved by
+    # `data.val_fraction`; choose settings here, read the test split once at the end).
+    split: str = "test"
+    # label_efficiency protocol: labelled budgets of `shots` examples per class and `fractions`
+    # of the training labels, each drawn `draws` times (seeded; the same subsets for every encoder).
+    shots: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20])
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    draws: int = 10
 
 
 @dataclass
@@ -350,9 +383,41 @@ CHOICES = {
     "ema.schedule": ("cosine", "linear", "constant"),
     "train.precision": ("fp32", "bf16", "fp16", "auto"),
     "eval.pooling": POOLINGS,
+    "eval.split": ("test", "val"),
 }
 AT_LEAST_ONE = ("max_steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
                 "monitor_every")
+
+
+def val_fraction(cfg: RecipeConfig) -> float:
+    """`data.val_fraction`, 0 for a data schema without it."""
+    return cfg.data.val_fraction if isinstance(cfg.data, DataConfig) else 0.0
+
+
+def _check_split_keys(cfg: RecipeConfig, source: str) -> None:
+    """Validation split, online probe, kept checkpoints and label-efficiency budgets."""
+    fraction, t, e = val_fraction(cfg), cfg.train, cfg.eval
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"{source}: data.val_fraction must lie in [0, 1), got {fraction}")
+    if t.probe_every is not None:
+        if t.probe_every < 1:
+            raise ConfigError(f"{source}: train.probe_every must be >= 1 (or null: off)")
+        if fraction == 0:
+            raise ConfigError(f"{source}: train.probe_every scores on the validation split; set "
+                              "data.val_fraction (e.g. data.val_fraction=0.1) or "
+                              "train.probe_every=null")
+    if t.probe_samples < 2:
+        raise ConfigError(f"{source}: train.probe_samples must be >= 2, got {t.probe_samples}")
+    if any(s < 1 for s in t.keep_checkpoints) or (t.keep_every is not None and t.keep_every < 1):
+        raise ConfigError(f"{source}: train.keep_checkpoints and train.keep_every take steps >= 1")
+    if e.split == "val" and fraction == 0:
+        raise ConfigError(f"{source}: eval.split=val needs a validation split; set "
+                          "data.val_fraction (e.g. data.val_fraction=0.1)")
+    if e.init_seeds < 1 or e.draws < 1:
+        raise ConfigError(f"{source}: eval.init_seeds and eval.draws must be >= 1")
+    if any(k < 1 for k in e.shots) or any(not 0 < p <= 1 for p in e.fractions):
+        raise ConfigError(f"{source}: eval.shots take counts >= 1 and eval.fractions values in "
+                          "(0, 1]")
 
 
 def check_values(cfg: RecipeConfig, source: str) -> None:
@@ -373,6 +438,7 @@ def check_values(cfg: RecipeConfig, source: str) -> None:
             f"{source}: train.device: unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
     if not 0 <= cfg.ema.start <= 1 or not 0 <= cfg.ema.end <= 1:
         raise ConfigError(f"{source}: ema.start and ema.end must lie in [0, 1]")
+    _check_split_keys(cfg, source)
     ft = cfg.finetune
     if ft.max_steps < 1 or ft.batch_size < 1:
         raise ConfigError(f"{source}: finetune.max_steps and finetune.batch_size must be >= 1")

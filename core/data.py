@@ -11,9 +11,11 @@ and a resumed run replays exactly the batches an uninterrupted one would have se
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Sampler, default_collate
 
 from polyjepa.errors import DataError
@@ -159,3 +161,68 @@ def eval_collate(samples: list[Any]) -> Batch:
     """Collate for embedding: no masks, no views."""
     x, y = default_collate(samples)
     return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long))
+
+
+@runtime_checkable
+class Labelled(Protocol):
+    """A dataset that knows its labels without reading its samples (every built-in one does)."""
+
+    labels: Any  # [N] class indices (tensor or array), -1 where a sample has none
+
+
+def dataset_labels(dataset: Any) -> np.ndarray:
+    """Labels `[N]` of a dataset: its `labels` when `Labelled`, else read sample by sample."""
+    if isinstance(dataset, Labelled):
+        return np.asarray(dataset.labels, dtype=np.int64).reshape(-1)
+    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+
+
+class DataSplit(Dataset):
+    """The samples `indices` of `parent`, e.g. the training split without its validation part.
+
+    Reads through the parent's `sample(index, generator)` (random crops) when it has one, and
+    slices its labels and its `probe_targets()`; modality-specific attributes stay on `parent`.
+    """
+
+    def __init__(self, parent: Any, indices: Sequence[int]) -> None:
+        self.parent = parent
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = dataset_labels(parent)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.parent[int(self.indices[i])]
+
+    def sample(self, i: int, generator: torch.Generator) -> Any:
+        read = getattr(self.parent, "sample", None)
+        index = int(self.indices[i])
+        return self.parent[index] if read is None else read(index, generator)
+
+    def probe_targets(self) -> dict[str, np.ndarray]:
+        targets = getattr(self.parent, "probe_targets", None)
+        return {} if targets is None else {k: np.asarray(v)[self.indices] for k, v in targets().items()}
+
+
+def whole(dataset: Any) -> Any:
+    """The dataset a `DataSplit` was cut from (itself otherwise)."""
+    return dataset.parent if isinstance(dataset, DataSplit) else dataset
+
+
+def carve_validation(dataset: Any, fraction: float, seed: int) -> tuple[DataSplit, DataSplit]:
+    """`(rest, validation)`: `fraction` of `dataset` held out, stratified by label where every
+    class has at least two samples (uniform otherwise), seeded.
+
+    Raises:
+        DataError: the dataset is too small to hold out one sample and keep one.
+    """
+    n = len(dataset)
+    size = max(1, int(round(fraction * n)))
+    if size >= n:
+        raise DataError(f"data.val_fraction={fraction} leaves no training sample of {n}; lower it")
+    y = dataset_labels(dataset)
+    classes, counts = np.unique(y, return_counts=True)
+    stratify = y if counts.min() >= 2 and len(classes) <= size <= n - len(classes) else None
+    rest, val = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=stratify)
+    return DataSplit(dataset, np.sort(rest)), DataSplit(dataset, np.sort(val))

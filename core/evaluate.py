@@ -5,8 +5,14 @@ chosen by cross-validation on the training split: Point-JEPA's and point2vec's p
 `few_shot` (N-way K-shot episodes: a linear SVM on K labelled training samples per class, scored
 on queries of the test split; mean and std over seeded episodes).
 
+`label_efficiency` (see `polyjepa.label_efficiency`): logistic-regression probes trained on
+`eval.shots` labels per class and `eval.fractions` of the labels, `eval.draws` seeded draws each,
+the same draws for every encoder; means with 95 % intervals, the paired difference pretrained −
+random init and a verdict (`helps` / `no difference` / `hurts`) per budget.
+
 Baselines: the same architecture randomly initialised (what pretraining adds over the
-architecture's inductive bias) and a probe on the raw features (what it adds over the input).
+architecture's inductive bias; `eval.init_seeds` initialisations, every protocol reports their
+mean and `random_init_each` each one) and a probe on the raw features (what it adds over the input).
 
 A modality may add protocols of its own (`ModalityPlugin.protocols`, e.g. time series'
 `forecast` and `control`), listed in `eval.protocols` the same way; each gets the run and its
@@ -19,56 +25,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, train_test_split
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from polyjepa import config as C
-from polyjepa.build import build_backbone, load_datasets, recipe_from_dict
-from polyjepa.data import eval_collate
+from polyjepa import label_efficiency as LE
+from polyjepa.build import Recipe, build_backbone, load_splits, recipe_from_dict
+from polyjepa.data import DataSplit, dataset_labels, whole
 from polyjepa.encoders import Backbone
-from polyjepa.errors import ConfigError, DataError
-from polyjepa.hub import load_encoder, read_export, read_run_config
+from polyjepa.errors import CheckpointError, ConfigError, DataError
+from polyjepa.hub import ENCODER_FILE, load_encoder, read_any, read_run_config
 from polyjepa.paths import data_root
-from polyjepa.train import resolve_device, seed_everything
+from polyjepa.probes import embed, knn_probe, linear_probe
+from polyjepa.train import kept_encoder_path, kept_steps, resolve_device, seed_everything
 
 ENCODERS = ("pretrained", "random_init", "raw_features")
-PROTOCOLS = ("linear_probe", "knn", "svm", "few_shot")
-
-
-@torch.no_grad()
-def embed(backbone: Backbone, dataset, pooling: str, batch_size: int = 256,
-          device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Pooled embeddings `[N, F]` and labels `[N]` of a dataset under a frozen backbone."""
-    backbone = backbone.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=eval_collate)
-    feats, labels = [], []
-    for batch in loader:
-        batch = batch.to(device)
-        feats.append(backbone.embed(batch.x, pooling).float().cpu())
-        labels.append(batch.y.cpu())
-    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
-
-
-def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                 seed: int = 0) -> float:
-    """Accuracy of logistic regression on standardised features."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    model.fit(x_train, y_train)
-    return float(model.score(x_test, y_test))
-
-
-def knn_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-              k: int = 20) -> float:
-    """Accuracy of a distance-weighted k-nearest-neighbour vote on standardised features."""
-    k = min(k, len(x_train))
-    model = make_pipeline(StandardScaler(), KNeighborsClassifier(k, weights="distance"))
-    model.fit(x_train, y_train)
-    return float(model.score(x_test, y_test))
+PROTOCOLS = ("linear_probe", "knn", "svm", "few_shot", "label_efficiency")
 
 
 def svm_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
@@ -120,71 +95,100 @@ def few_shot(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_tes
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def run_protocols(splits: dict, cfg, classes: int, protocols: list[str] | None = None) -> dict:
-    """The classification `protocols` (default `cfg.protocols`) on each encoder's
-    `((x_tr, y_tr), (x_te, y_te))`."""
+def _mean_each(values: list[float]) -> tuple[float, list[float]]:
+    return float(np.mean(values)), [float(v) for v in values]
+
+
+def run_protocols(features: LE.Features, y_train: np.ndarray, y_test: np.ndarray, cfg,
+                  classes: int, protocols: list[str] | None = None) -> dict:
+    """The classification `protocols` (default `cfg.protocols`) for every encoder of `features`
+    (name -> one `(x_train, x_test)` pair per initialisation); an encoder with several pairs
+    (random init) reports their mean, and each value under `random_init_each`."""
     protocols = cfg.protocols if protocols is None else protocols
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ConfigError(f"eval.protocols: '{unknown[0]}' is not one of {', '.join(PROTOCOLS)}")
-    result: dict = {p: {} for p in protocols if p != "few_shot"}
+    scalar = [p for p in ("linear_probe", "knn", "svm") if p in protocols]
+    result: dict = {p: {} for p in scalar}
+    each: dict = {}
     if "few_shot" in protocols:
         ways = cfg.few_shot_ways or min(5, classes)
         result["few_shot"] = {f"{ways}way_{k}shot": {} for k in cfg.few_shot_shots}
     if "svm" in protocols or "few_shot" in protocols:
         result["svm_c"] = {}
-    for name in ENCODERS:
-        (x_tr, y_tr), (x_te, y_te) = splits[name]
-        x_tr, y_tr = subsample(x_tr, y_tr, cfg.max_train, cfg.seed)
-        if "linear_probe" in result:
-            result["linear_probe"][name] = linear_probe(x_tr, y_tr, x_te, y_te, cfg.seed)
-        if "knn" in result:
-            result["knn"][name] = knn_probe(x_tr, y_tr, x_te, y_te, cfg.knn_k)
+    keep = subsample_indices(len(y_train), cfg.max_train, cfg.seed)
+    y_tr = y_train[keep]
+    for name, pairs in features.items():
+        scores: dict[str, list] = {p: [] for p in (*scalar, "svm_c", *result.get("few_shot", {}))}
+        for x_train, x_te in pairs:
+            x_tr = x_train[keep]
+            if "linear_probe" in result:
+                scores["linear_probe"].append(linear_probe(x_tr, y_tr, x_te, y_test, cfg.seed))
+            if "knn" in result:
+                scores["knn"].append(knn_probe(x_tr, y_tr, x_te, y_test, cfg.knn_k))
+            if "svm_c" in result:
+                acc, c = svm_probe(x_tr, y_tr, x_te, y_test, cfg.svm_c)
+                scores["svm_c"].append(c)
+                if "svm" in result:
+                    scores["svm"].append(acc)
+                for key in result.get("few_shot", {}):
+                    shots = int(key.split("way_")[1].removesuffix("shot"))
+                    scores[key].append(few_shot(x_tr, y_tr, x_te, y_test, ways, shots,
+                                                cfg.few_shot_queries, cfg.few_shot_episodes, c,
+                                                cfg.seed))
+        for p in scalar:
+            result[p][name], values = _mean_each(scores[p])
+            if len(pairs) > 1:
+                each.setdefault(p, values)
         if "svm_c" in result:
-            acc, c = svm_probe(x_tr, y_tr, x_te, y_te, cfg.svm_c)
-            result["svm_c"][name] = c
-            if "svm" in result:
-                result["svm"][name] = acc
+            result["svm_c"][name] = scores["svm_c"][0]
         for key in result.get("few_shot", {}):
-            shots = int(key.split("way_")[1].removesuffix("shot"))
-            mean, std = few_shot(x_tr, y_tr, x_te, y_te, ways, shots, cfg.few_shot_queries,
-                                 cfg.few_shot_episodes, result["svm_c"][name], cfg.seed)
-            result["few_shot"][key][name] = {"mean": mean, "std": std}
+            means, stds = zip(*scores[key], strict=True)
+            result["few_shot"][key][name] = {"mean": float(np.mean(means)),
+                                             "std": float(np.mean(stds))}
+    if each:
+        result["random_init_each"] = each
     return result
 
 
-def target_probes(splits: dict, train_targets: dict, test_targets: dict) -> dict:
+def target_probes(features: LE.Features, train_targets: dict, test_targets: dict) -> dict:
     """Probe each encoder's features for a dataset's extra targets (`dataset.probe_targets()`:
     name -> `[N]` or `[N, k]` array, e.g. a video's speeds): integer targets by logistic
     regression (accuracy), real ones by ridge regression (R² on the test split, alpha by
-    cross-validation on the training split).
+    cross-validation on the training split); an encoder with several initialisations reports
+    their mean.
 
     Returns:
         `{name: {"metric": "accuracy" | "r2", encoder: value, ...}}`.
     """
-    from sklearn.linear_model import RidgeCV
-
     out = {}
     for name, y_tr in train_targets.items():
         y_te = test_targets[name]
-        classify = np.issubdtype(np.asarray(y_tr).dtype, np.integer)
+        classify = is_class_target(y_tr)
         row: dict = {"metric": "accuracy" if classify else "r2"}
-        for encoder in ENCODERS:
-            (x_tr, _), (x_te, _) = splits[encoder]
-            if classify:
-                row[encoder] = linear_probe(x_tr, y_tr, x_te, y_te)
-            else:
-                model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 7)))
-                row[encoder] = float(model.fit(x_tr, y_tr).score(x_te, y_te))
+        for encoder, pairs in features.items():
+            row[encoder] = float(np.mean([
+                LE.example_scores(x_tr, y_tr, x_te, y_te, classify).mean() for x_tr, x_te in pairs]))
         out[name] = row
     return out
 
 
+def is_class_target(y: np.ndarray) -> bool:
+    """Integer targets are classes (probed by accuracy), real ones are regressed (R²)."""
+    return bool(np.issubdtype(np.asarray(y).dtype, np.integer))
+
+
+def subsample_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of at most `limit` of `n` rows, drawn without replacement with `seed` (all rows,
+    in order, when `limit` is None or not smaller)."""
+    if limit is None or n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
 def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
     """At most `limit` rows of `(x, y)`, drawn without replacement with `seed`."""
-    if limit is None or len(x) <= limit:
-        return x, y
-    keep = np.random.default_rng(seed).choice(len(x), size=limit, replace=False)
+    keep = subsample_indices(len(x), limit, seed)
     return x[keep], y[keep]
 
 
@@ -192,24 +196,60 @@ def _features(backbone: Backbone, dataset, cfg, device) -> tuple[np.ndarray, np.
     return embed(backbone, dataset, cfg.pooling, cfg.batch_size, device)
 
 
-def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str = "auto",
-                 test_fraction: float = 0.2, overrides: list[str] = ()) -> dict:
-    """Probe a run's exported encoder, a random-init twin and the raw features on one split.
+def raw_of(recipe: Recipe, dataset) -> np.ndarray:
+    """The plugin's raw features `[N, F]` of a dataset (of its parent, sliced, for a split)."""
+    if isinstance(dataset, DataSplit):
+        return recipe.plugin.raw_features(dataset.parent).numpy()[dataset.indices]
+    return recipe.plugin.raw_features(dataset).numpy()
 
-    Without `data_path`, the recipe's train/test split; with it, that file read with the run's
-    preprocessing and split (stratified, seeded by `eval.seed`) holding out `test_fraction`.
-    `overrides` (`data.*`, `eval.*`) change how data is read and split, e.g. a speaker-disjoint
-    split (`data.test_groups={speaker: [theo]}`); the encoder keeps its training preprocessing.
+
+def encoder_file(run_dir: Path, checkpoint: int | None) -> Path:
+    """The run's exported encoder, or the one kept at step `checkpoint`.
+
+    Raises:
+        CheckpointError: no encoder was kept at that step (the message lists those kept).
+    """
+    if checkpoint is None:
+        return run_dir / ENCODER_FILE
+    path = kept_encoder_path(run_dir, checkpoint)
+    if not path.is_file():
+        kept = kept_steps(run_dir)
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: no encoder was kept at that step in {run_dir}; kept "
+            f"steps: {', '.join(map(str, kept)) or 'none'} (train.keep_checkpoints / "
+            "train.keep_every keep them)")
+    return path
+
+
+def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str = "auto",
+                 test_fraction: float = 0.2, overrides: list[str] = (),
+                 checkpoint: int | None = None, progress: bool = False) -> dict:
+    """Probe a run's exported encoder, random-init twins and the raw features on one split.
+
+    Without `data_path`, the recipe's train/test split (`eval.split=val`: its training part and
+    validation split); with it, that file read with the run's preprocessing and split (stratified,
+    seeded by `eval.seed`) holding out `test_fraction`. `overrides` (`data.*`, `eval.*`) change
+    how data is read and split, e.g. a speaker-disjoint split
+    (`data.test_groups={speaker: [theo]}`); the encoder keeps its training preprocessing.
+    `checkpoint` evaluates the encoder kept at that step (`train.keep_checkpoints`).
 
     Returns:
         `{"linear_probe": {name: acc}, "knn": {name: acc}, "n_train": int, "n_test": int}` for
-        names `pretrained`, `random_init`, `raw_features`, and one entry per modality protocol
-        listed (e.g. `forecast`: its own dict).
+        names `pretrained`, `random_init`, `raw_features`, plus `random_init_each` (each
+        initialisation's score), `label_efficiency` and one entry per modality protocol listed
+        (e.g. `forecast`: its own dict).
     """
-    run_dir = Path(run_dir)
-    C.check_override_scope(list(overrides), ("data", "eval"), "eval")
-    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"),
-                              list(overrides))
+    return _evaluate(Path(run_dir), data_path, device, test_fraction, list(overrides), checkpoint,
+                     progress)[0]
+
+
+def _evaluate(run_dir: Path, data_path: str | None, device: str, test_fraction: float,
+              overrides: list[str], checkpoint: int | None, progress: bool
+              ) -> tuple[dict, dict[str, tuple[list[LE.BudgetScores], str, np.ndarray]]]:
+    """`evaluate_run`'s result, and its label-efficiency scores by target (`label` for the class
+    labels): `(budget scores, metric, test targets they were scored on)`, for pooling runs."""
+    C.check_override_scope(overrides, ("data", "eval"), "eval")
+    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"), overrides)
     cfg = recipe.cfg.eval
     own = recipe.plugin.protocols
     choices = [*PROTOCOLS, *own]
@@ -220,68 +260,188 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
         raise ConfigError(f"eval.protocols: '{unknown[0]}' is not one of {', '.join(choices)}")
     classify = [p for p in cfg.protocols if p in PROTOCOLS]
     mine = [p for p in cfg.protocols if p in own]
-    if mine and data_path is not None:
-        raise ConfigError(f"eval --data: the protocols {mine} read the recipe's own data; "
-                          "drop --data or list only " + ", ".join(PROTOCOLS))
+    if (mine or cfg.split == "val") and data_path is not None:
+        what = f"the protocols {mine} read" if mine else "eval.split=val splits"
+        raise ConfigError(f"eval --data: {what} the recipe's own data; drop --data or list only "
+                          + ", ".join(PROTOCOLS))
     dev = resolve_device(device)
     result: dict = {}
-    train_set = test_set = None
+    scores: dict = {}
+    splits = None
     if classify:
-        result, train_set, test_set = _classify(run_dir, recipe, classify, data_path, dev,
-                                                test_fraction)
+        result, scores, splits = _classify(run_dir, recipe, classify, data_path, dev,
+                                           test_fraction, checkpoint, progress)
     if mine:
-        if train_set is None:
-            train_set, test_set, _ = load_datasets(recipe)
+        if checkpoint is not None:
+            raise ConfigError(f"eval --checkpoint: the protocols {mine} read the run's final "
+                              "state; list only " + ", ".join(PROTOCOLS))
+        if splits is None:
+            splits = load_splits(recipe)
         for name in mine:
-            result[name] = own[name](run_dir=run_dir, recipe=recipe, train_set=train_set,
-                                     test_set=test_set, device=dev)
-        result.setdefault("n_train", len(train_set))
-        result.setdefault("n_test", len(test_set))
-    return result
+            _say(progress, f"eval: {name}")
+            result[name] = own[name](run_dir=run_dir, recipe=recipe, train_set=whole(splits.train),
+                                     test_set=splits.test, device=dev)
+        result.setdefault("n_train", len(splits.train))
+        result.setdefault("n_test", len(splits.test))
+    if checkpoint is not None:
+        result["checkpoint"] = checkpoint
+    return result, scores
 
 
-def _classify(run_dir: Path, recipe, protocols: list[str], data_path: str | None,
-              dev: torch.device, test_fraction: float) -> tuple[dict, object, object]:
-    """The classification protocols for the pretrained, random-init and raw-feature encoders,
-    and the recipe's datasets they read (None with `data_path`)."""
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        tqdm.write(text)
+
+
+def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: str | None,
+              dev: torch.device, test_fraction: float, checkpoint: int | None, progress: bool):
+    """The classification protocols for the pretrained, random-init and raw-feature encoders;
+    their label-efficiency scores; and the recipe's splits they read (None with `data_path`)."""
     cfg = recipe.cfg.eval
-    blob, _ = read_export(run_dir)
-    pretrained = load_encoder(run_dir, device=str(dev))
-    seed_everything(recipe.cfg.train.seed + 1)
-    random_init = build_backbone(recipe, blob["meta"])
-    raw = recipe.plugin.raw_features
-    train_set = test_set = None
+    file = encoder_file(run_dir, checkpoint)
+    blob, _ = read_any(file)
+    pretrained = load_encoder(file, device=str(dev))
+    inits = []
+    for k in range(cfg.init_seeds):
+        seed_everything(recipe.cfg.train.seed + 1 + k)
+        inits.append(build_backbone(recipe, blob["meta"]))
+    splits = None
     if data_path is None:
-        train_set, test_set, _ = load_datasets(recipe)
-        splits = {
-            "pretrained": (_features(pretrained, train_set, cfg, dev),
-                           _features(pretrained, test_set, cfg, dev)),
-            "random_init": (_features(random_init, train_set, cfg, dev),
-                            _features(random_init, test_set, cfg, dev)),
-        }
-        y_train, y_test = splits["pretrained"][0][1], splits["pretrained"][1][1]
-        splits["raw_features"] = ((raw(train_set).numpy(), y_train), (raw(test_set).numpy(), y_test))
+        splits = load_splits(recipe)
+        train_set, test_set = (splits.train, splits.val) if cfg.split == "val" else \
+            (splits.train, splits.test)
     else:
         dataset = recipe.plugin.load_file(recipe.cfg.data, data_path,
                                           data_root(recipe.cfg.data_root), blob["meta"])
-        full = {"pretrained": _features(pretrained, dataset, cfg, dev),
-                "random_init": _features(random_init, dataset, cfg, dev)}
-        y = full["pretrained"][1]
-        full["raw_features"] = (raw(dataset).numpy(), y)
+        y = dataset_labels(dataset)
         train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=test_fraction,
                                                random_state=cfg.seed, stratify=y)
-        splits = {name: ((x[train_idx], y[train_idx]), (x[test_idx], y[test_idx]))
-                  for name, (x, y) in full.items()}
-    y_all = np.concatenate([splits["pretrained"][0][1], splits["pretrained"][1][1]])
+        train_set, test_set = DataSplit(dataset, train_idx), DataSplit(dataset, test_idx)
+    encoders = {"pretrained": [pretrained], "random_init": inits}
+    total = sum(len(v) for v in encoders.values())
+    features: LE.Features = {}
+    y_train = y_test = None
+    bar = tqdm(total=2 * total + 1, desc="eval: embed", unit="set", disable=not progress,
+               dynamic_ncols=True)
+    for name, backbones in encoders.items():
+        features[name] = []
+        for backbone in backbones:
+            x_tr, y_train = _features(backbone, train_set, cfg, dev)
+            bar.update(1)
+            x_te, y_test = _features(backbone, test_set, cfg, dev)
+            bar.update(1)
+            features[name].append((x_tr, x_te))
+    features["raw_features"] = [(raw_of(recipe, train_set), raw_of(recipe, test_set))]
+    bar.update(1)
+    bar.close()
+    y_all = np.concatenate([y_train, y_test])
     if (y_all < 0).any():
         raise DataError(f"{recipe.source}: evaluation needs labels, and some samples have none")
-    result = run_protocols(splits, cfg, len(np.unique(y_all)), protocols)
-    if data_path is None and hasattr(train_set, "probe_targets"):
-        result["targets"] = target_probes(splits, train_set.probe_targets(),
-                                          test_set.probe_targets())
-    result["n_train"] = int(len(splits["pretrained"][0][1]))
-    result["n_test"] = int(len(splits["pretrained"][1][1]))
-    return result, train_set, test_set
+    plain = [p for p in protocols if p != "label_efficiency"]
+    result: dict = {}
+    if plain:
+        _say(progress, f"eval: {', '.join(plain)}")
+        result = run_protocols(features, y_train, y_test, cfg, len(np.unique(y_all)), plain)
+    targets = train_set.probe_targets() if hasattr(train_set, "probe_targets") else {}
+    if data_path is None and targets:
+        result["targets"] = target_probes(features, targets, test_set.probe_targets())
+    scores: dict = {}
+    if "label_efficiency" in protocols:
+        keep = subsample_indices(len(y_train), cfg.max_train, cfg.seed)
+        pool = {k: [(x_tr[keep], x_te) for x_tr, x_te in v] for k, v in features.items()}
+        jobs = {"label": (y_train[keep], y_test)}
+        if data_path is None:
+            test_targets = test_set.probe_targets() if targets else {}
+            jobs.update({k: (np.asarray(v)[keep], np.asarray(test_targets[k]))
+                         for k, v in targets.items()})
+        for key, (y_tr, y_te) in jobs.items():
+            _say(progress, f"eval: label_efficiency ({key}, {cfg.draws} draws per budget)")
+            classes = is_class_target(y_tr)
+            rows = LE.label_efficiency(pool, y_tr, y_te, cfg.shots, cfg.fractions, cfg.draws,
+                                       cfg.seed, classes)
+            scores[key] = (rows, "accuracy" if classes else "r2", y_te)
+        result["label_efficiency"] = summarize_efficiency(
+            {k: (rows, metric) for k, (rows, metric, _) in scores.items()}, cfg.draws,
+            cfg.init_seeds)
+    result["n_train"] = int(len(y_train))
+    result["n_test"] = int(len(y_test))
+    if cfg.split == "val":
+        result["split"] = "val"
+    return result, scores, splits
+
+
+def summarize_efficiency(scores: dict[str, tuple[list[LE.BudgetScores], str]], draws: int,
+                         init_seeds: int) -> dict:
+    """The JSON `label_efficiency` entry from `{target: (budget scores, metric)}`: the class
+    labels' budgets (`label`) at the top, each extra target's under `targets`."""
+    def section(rows: list[LE.BudgetScores], metric: str) -> dict:
+        return {"metric": metric, "budgets": [LE.summarize(r) for r in rows]}
+
+    rows, metric = scores["label"]
+    out = {"probe": "logistic regression (ridge regression for real-valued targets)",
+           "confidence": LE.CONFIDENCE, "draws": draws, "init_seeds": init_seeds,
+           **section(rows, metric)}
+    extra = {k: section(*v) for k, v in scores.items() if k != "label"}
+    if extra:
+        out["targets"] = extra
+    return out
+
+
+def evaluate_runs(run_dirs: list[str | Path], data_path: str | None = None, device: str = "auto",
+                  test_fraction: float = 0.2, overrides: list[str] = (),
+                  checkpoint: int | None = None, progress: bool = False) -> dict:
+    """`evaluate_run` on several runs (e.g. pretraining seeds of one recipe), and across them.
+
+    Returns:
+        `{"runs": {run_dir: result}, "across_runs": tree, "label_efficiency": pooled}`: `tree`
+        mirrors a run's result with `{"mean", "std"}` (over runs) at every number; `pooled`
+        (when every run was scored on the same labels) is the label-efficiency summary of the
+        runs' scores averaged draw by draw, so its paired interval and verdict are those of the
+        seed-averaged encoder against the seed-averaged random init, on the shared draws.
+    """
+    results, scores = {}, []
+    for run_dir in run_dirs:
+        _say(progress, f"eval: run {run_dir}")
+        result, run_scores = _evaluate(Path(run_dir), data_path, device, test_fraction,
+                                       list(overrides), checkpoint, progress)
+        results[str(run_dir)] = result
+        scores.append(run_scores)
+    out: dict = {"runs": results, "across_runs": across_runs(list(results.values()))}
+    if scores and scores[0]:
+        shared = all(set(s) == set(scores[0]) and all(
+            np.array_equal(s[k][2], scores[0][k][2]) for k in s) for s in scores)
+        if shared:
+            pooled = {k: ([LE.pool_runs([s[k][0][i] for s in scores])
+                           for i in range(len(rows))], metric)
+                          for k, (rows, metric, _) in scores[0].items()}
+            first = next(iter(results.values()))["label_efficiency"]
+            out["label_efficiency"] = {**summarize_efficiency(pooled, first["draws"],
+                                                              first["init_seeds"]),
+                                       "runs": len(scores)}
+        else:
+            out["label_efficiency"] = {"note": "not pooled: the runs were scored on different "
+                                               "labels (another split or data)"}
+    return out
+
+
+def across_runs(results: list[dict]) -> dict:
+    """Mean and std over runs of every number in their results (same structure), as
+    `{"mean": m, "std": s}` leaves; strings that agree are kept, others listed."""
+    def merge(values: list):
+        first = values[0]
+        if isinstance(first, bool) or first is None:
+            return first if all(v == first for v in values) else list(values)
+        if isinstance(first, int | float):
+            return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+        if isinstance(first, dict):
+            keys = [k for k in first if all(isinstance(v, dict) and k in v for v in values)]
+            return {k: merge([v[k] for v in values]) for k in keys}
+        if isinstance(first, list) and all(isinstance(v, list) and len(v) == len(first)
+                                           for v in values):
+            return [merge([v[i] for v in values]) for i in range(len(first))]
+        return first if all(v == first for v in values) else list(values)
+
+    return merge(results) if results else {}
 
 
 def format_table(result: dict) -> str:
@@ -289,19 +449,83 @@ def format_table(result: dict) -> str:
     scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]
     lines = []
     if scalar:
-        lines.append(f"{'encoder':<14}" + "".join(f"{p:>14}" for p in scalar))
+        lines.append(f"accuracy{'':<6}" + "".join(f"{p:>14}" for p in scalar))
         for name in ENCODERS:
             lines.append(f"{name:<14}" + "".join(f"{result[p][name]:>14.4f}" for p in scalar))
+        each = result.get("random_init_each", {})
+        if each:
+            lines.append(f"(random_init: mean of {len(next(iter(each.values())))} initialisations; "
+                         + ", ".join(f"{p} {min(v):.4f}-{max(v):.4f}" for p, v in each.items())
+                         + ")")
     for name, row in result.get("targets", {}).items():
         lines.append(f"target {name} ({row['metric']}): " + ", ".join(
             f"{encoder} {row[encoder]:.4f}" for encoder in ENCODERS))
     for episode, scores in result.get("few_shot", {}).items():
         lines.append(f"few-shot {episode}: " + ", ".join(
             f"{name} {s['mean']:.4f} ± {s['std']:.4f}" for name, s in scores.items()))
+    if "label_efficiency" in result:
+        lines += format_efficiency(result["label_efficiency"])
     for name, value in result.items():
         if isinstance(value, dict) and "table" in value:
             lines += [f"{name}:", *_rows(value["table"])]
-    lines.append(f"(n_train={result['n_train']}, n_test={result['n_test']})")
+    split = " on the validation split" if result.get("split") == "val" else ""
+    lines.append(f"(n_train={result['n_train']}, n_test={result['n_test']}{split})")
+    return "\n".join(lines)
+
+
+def format_efficiency(summary: dict, title: str = "label efficiency") -> list[str]:
+    """The label-efficiency tables (class labels, then each extra target) as text lines."""
+    if "budgets" not in summary:
+        return [f"{title}: {summary.get('note', '')}"]
+    sections = [("labels", summary), *summary.get("targets", {}).items()]
+    lines = []
+    for target, section in sections:
+        lines.append(
+            f"{title}, {target} ({section['metric']}, {summary['probe']}; mean [95% interval] "
+            f"over {summary['draws']} draws, or over test examples for a single draw; random_init: "
+            f"mean of {summary['init_seeds']} initialisations (their range)):")
+        rows = []
+        for b in section["budgets"]:
+            rnd = b["random_init"]
+            span = f" ({rnd['init_min']:.3f}-{rnd['init_max']:.3f})" if "init_min" in rnd else ""
+            d = b["difference"]
+            rows.append({
+                "budget": b["budget"], "labels": f"{b['n_labels']:.0f}" + ("*" if b["capped"] else ""),
+                "pretrained": _ci(b["pretrained"]), "random_init": _ci(rnd) + span,
+                "raw_features": _ci(b["raw_features"]),
+                "pretrained - random_init": f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
+                "verdict": b["verdict"]})
+        lines += _rows(rows)
+        if any(b["capped"] for b in section["budgets"]):
+            lines.append("(* some classes have fewer training examples than the budget: all of "
+                         "theirs are used)")
+    return lines
+
+
+def _ci(s: dict) -> str:
+    return f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
+
+
+def format_runs(out: dict) -> str:
+    """A plain-text report of `evaluate_runs`: each run, then mean ± std across runs and the
+    pooled label-efficiency verdicts."""
+    lines = []
+    for run, result in out["runs"].items():
+        lines += [f"== {run}", format_table(result), ""]
+    agg, n = out["across_runs"], len(out["runs"])
+    lines.append(f"== mean ± std over {n} runs")
+    scalar = [p for p in ("linear_probe", "knn", "svm") if p in agg]
+    if scalar:
+        lines.append(f"accuracy{'':<6}" + "".join(f"{p:>18}" for p in scalar))
+        for name in ENCODERS:
+            lines.append(f"{name:<14}" + "".join(
+                f"{agg[p][name]['mean']:>11.4f} ± {agg[p][name]['std']:.3f}" for p in scalar))
+    for name, row in agg.get("targets", {}).items():
+        lines.append(f"target {name}: " + ", ".join(
+            f"{e} {row[e]['mean']:.4f} ± {row[e]['std']:.4f}" for e in ENCODERS))
+    if "label_efficiency" in out:
+        lines += format_efficiency(out["label_efficiency"],
+                                   f"label efficiency pooled over {n} runs")
     return "\n".join(lines)
 
 

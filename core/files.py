@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polyjepa.config import DataConfig
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.paths import resolve_path
 
@@ -28,7 +29,7 @@ MANIFEST_SUFFIXES = (".csv", ".tsv")
 
 
 @dataclass
-class FileDataConfig:
+class FileDataConfig(DataConfig):
     """The `data:` keys shared by modalities that read one file per sample."""
 
     # A folder (one sub-folder per class, or files labelled by `label_regex`) or a CSV manifest

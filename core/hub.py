@@ -18,9 +18,11 @@ ENCODER_FILE = "encoder.pt"
 FORMAT = "polyjepa-encoder/1"
 
 
-def export_encoder(backbone: nn.Module, config: dict, meta: dict, run_dir: Path) -> Path:
-    """Write `run_dir/encoder.pt`: weights, the resolved config and the data `meta` to rebuild."""
-    path = run_dir / ENCODER_FILE
+def export_encoder(backbone: nn.Module, config: dict, meta: dict, run_dir: Path,
+                   name: str = ENCODER_FILE) -> Path:
+    """Write `run_dir/name` (`encoder.pt`): weights, the resolved config and the data `meta` to
+    rebuild."""
+    path = run_dir / name
     state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
     save_atomic({"format": FORMAT, "state_dict": state, "config": config, "meta": meta}, path)
     return path

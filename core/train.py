@@ -32,14 +32,14 @@ from polyjepa.build import (
     build_augmentations,
     build_masker,
     build_objective,
-    load_datasets,
     load_recipe,
+    load_splits,
     recipe_from_dict,
     split_augmentations,
     token_layout,
 )
 from polyjepa.checkpoint import load_file, load_state, save_atomic
-from polyjepa.data import Collate, SeededBatchSampler, SeededDataset
+from polyjepa.data import Collate, DataSplit, SeededBatchSampler, SeededDataset
 from polyjepa.distributed import (
     any_rank,
     convert_global_batchnorm,
@@ -51,9 +51,32 @@ from polyjepa.ema import momentum_at
 from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
 from polyjepa.hub import ENCODER_FILE, export_encoder
 from polyjepa.monitors import normalized_std, rankme
+from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
+KEPT = "encoder_step_{step}.pt"  # in checkpoints/: encoders kept along the way
+
+
+def kept_encoder_path(run_dir: Path, step: int) -> Path:
+    """Where the encoder kept at `step` (`train.keep_checkpoints`) is written."""
+    return Path(run_dir) / CHECKPOINT.parent / KEPT.format(step=step)
+
+
+def kept_steps(run_dir: Path) -> list[int]:
+    """Steps whose encoder a run kept, ascending."""
+    prefix, suffix = KEPT.split("{step}")
+    found = (Path(run_dir) / CHECKPOINT.parent).glob(f"{prefix}*{suffix}")
+    return sorted(int(p.name[len(prefix):-len(suffix)]) for p in found
+                  if p.name[len(prefix):-len(suffix)].isdigit())
+
+
+def probe_subset(dataset: Any, limit: int, seed: int) -> Any:
+    """At most `limit` samples of `dataset` (seeded), for the online probe."""
+    if len(dataset) <= limit:
+        return dataset
+    picks = np.sort(np.random.default_rng(seed).choice(len(dataset), limit, replace=False))
+    return DataSplit(dataset, picks)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,8 +168,8 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Trains `recipe`'s objective, writing everything to `run_dir`.
 
-    Run directory: `config.yaml` (resolved recipe), `metrics.jsonl`, `checkpoints/last.pt`,
-    and `encoder.pt` once training ends.
+    Run directory: `config.yaml` (resolved recipe), `metrics.jsonl`, `checkpoints/last.pt`
+    (+ `checkpoints/encoder_step_N.pt` kept along the way), and `encoder.pt` once training ends.
     """
 
     def __init__(self, recipe: Recipe, run_dir: Path) -> None:
@@ -156,7 +179,14 @@ class Trainer:
         self.dist, self.device = init_distributed(resolve_device(cfg.train.device))
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
-        train_set, _, self.meta = load_datasets(recipe)
+        splits = load_splits(recipe)
+        train_set, self.meta = splits.train, splits.meta
+        # the online probe's fixed samples: training and validation splits only, never the test
+        self.probe_sets = None
+        if cfg.train.probe_every is not None:
+            limit = cfg.train.probe_samples
+            self.probe_sets = (probe_subset(train_set, limit, cfg.eval.seed),
+                               probe_subset(splits.val, limit, cfg.eval.seed))
         host_augmentations, device_augmentations = split_augmentations(
             build_augmentations(recipe, self.meta))
         self.objective = build_objective(recipe, self.meta, device_augmentations).to(self.device)
@@ -329,6 +359,30 @@ class Trainer:
                 f"RankMe {rank:.1f} of at most {most})", stacklevel=2)
         return {"embed_std": std, "rankme": rank}
 
+    def _online_probe(self) -> dict[str, float]:
+        """`probe/knn` and `probe/linear` of the exported encoder, frozen, on the validation split
+        (labelled samples only)."""
+        backbone = self.objective.export_backbone()
+        was_training = backbone.training
+        train_set, val_set = self.probe_sets
+        e = self.cfg.eval
+        try:
+            x_tr, y_tr = embed(backbone, train_set, e.pooling, e.batch_size, self.device)
+            x_va, y_va = embed(backbone, val_set, e.pooling, e.batch_size, self.device)
+        finally:
+            backbone.train(was_training)
+        tr, va = y_tr >= 0, y_va >= 0
+        if not va.any():
+            return {}
+        return online_probe(x_tr[tr], y_tr[tr], x_va[va], y_va[va], e.knn_k)
+
+    def _keep(self) -> None:
+        """Keep this step's encoder when `train.keep_checkpoints` / `keep_every` ask for it."""
+        t = self.cfg.train
+        if self.step in t.keep_checkpoints or (t.keep_every and self.step % t.keep_every == 0):
+            export_encoder(self.objective.export_backbone(), C.to_dict(self.cfg), self.meta,
+                           self.run_dir, str(kept_encoder_path(Path(), self.step)))
+
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
 
@@ -354,9 +408,19 @@ class Trainer:
                 row = self._train_step(batches)
                 samples += cfg.batch_size * cfg.accumulate * self.dist.world_size
                 bar.update(1)
-                if self.step % cfg.monitor_every == 0 or self.step == cfg.max_steps:
+                last = self.step == cfg.max_steps
+                if self.step % cfg.monitor_every == 0 or last:
                     row.update(self._monitor())
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                probe = self.probe_sets is not None and main and (
+                    self.step % cfg.probe_every == 0 or last)
+                if probe:  # timed apart: samples_per_s counts training only
+                    started = time.perf_counter()
+                    row.update(self._online_probe())
+                    row["probe/seconds"] = time.perf_counter() - started
+                    t0 += row["probe/seconds"]
+                if main:
+                    self._keep()
+                if self.step % cfg.log_every == 0 or last or probe:
                     elapsed = time.perf_counter() - t0
                     row = {k: float(v) for k, v in row.items()}
                     row.update(step=self.step, samples_per_s=samples / max(elapsed, 1e-9))

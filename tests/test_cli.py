@@ -135,7 +135,7 @@ def test_eval_json_prints_one_object_with_three_probes(trained):
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.strip().splitlines()) == 1
     data = json.loads(result.stdout)
-    assert set(data) == {"linear_probe", "knn", "n_train", "n_test"}
+    assert set(data) == {"linear_probe", "knn", "random_init_each", "n_train", "n_test"}
     for probe in ("linear_probe", "knn"):
         assert set(data[probe]) == PROBES
         for name, acc in data[probe].items():

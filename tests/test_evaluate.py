@@ -92,16 +92,23 @@ def test_few_shot_episodes_are_n_way_k_shot_and_seeded():
 
 
 def test_run_protocols_reports_every_protocol_for_every_encoder():
-    data = multiclass(200, 5, 4.0, seed=0), multiclass(100, 5, 4.0, seed=1)
-    splits = {name: data for name in E.ENCODERS}
+    (x_tr, y_tr), (x_te, y_te) = multiclass(200, 5, 4.0, seed=0), multiclass(100, 5, 4.0, seed=1)
+    noise = np.random.default_rng(2).normal(size=(300, 8)).astype(np.float32)
+    features = {"pretrained": [(x_tr, x_te)],
+                "random_init": [(x_tr, x_te), (noise[:200], noise[200:])],  # two initialisations
+                "raw_features": [(x_tr, x_te)]}
     cfg = E.C.EvalConfig(protocols=["svm", "few_shot"], few_shot_shots=[5], few_shot_episodes=3)
-    result = E.run_protocols(splits, cfg, classes=5)
-    assert set(result) == {"svm", "svm_c", "few_shot"}
+    result = E.run_protocols(features, y_tr, y_te, cfg, classes=5)
+    assert set(result) == {"svm", "svm_c", "few_shot", "random_init_each"}
     assert set(result["few_shot"]) == {"5way_5shot"}
     assert set(result["few_shot"]["5way_5shot"]) == set(E.ENCODERS)
-    assert all(v > 0.9 for v in result["svm"].values())
+    assert result["svm"]["pretrained"] > 0.9 and result["svm"]["raw_features"] > 0.9
+    # random init reports the mean of its initialisations, and each one
+    good, chance = result["random_init_each"]["svm"]
+    assert good > 0.9 and chance < 0.5
+    assert result["svm"]["random_init"] == pytest.approx((good + chance) / 2)
     with pytest.raises(E.ConfigError, match="eval.protocols"):
-        E.run_protocols(splits, E.C.EvalConfig(protocols=["svn"]), classes=5)
+        E.run_protocols(features, y_tr, y_te, E.C.EvalConfig(protocols=["svn"]), classes=5)
     table = format_table({**result, "n_train": 200, "n_test": 100})
     assert "svm" in table and "few-shot 5way_5shot" in table
 
@@ -201,11 +208,13 @@ def test_evaluate_run_contract(trained_run, monkeypatch):
         return out
 
     monkeypatch.setattr(E, "embed", embed)
-    result = evaluate_run(trained_run, device="cpu")
-    assert set(result) == {"linear_probe", "knn", "n_train", "n_test"}
+    result = evaluate_run(trained_run, device="cpu", overrides=["eval.init_seeds=2"])
+    assert set(result) == {"linear_probe", "knn", "random_init_each", "n_train", "n_test"}
     for probe in ("linear_probe", "knn"):
         assert set(result[probe]) == set(E.ENCODERS)
         assert all(0.0 <= v <= 1.0 for v in result[probe].values())
+        each = result["random_init_each"][probe]
+        assert len(each) == 2 and result[probe]["random_init"] == pytest.approx(np.mean(each))
     train, test, _ = load_datasets(E.recipe_from_dict(
         E.read_run_config(trained_run), "run"))
     assert result["n_train"] == len(train) and result["n_test"] == len(test)
@@ -215,13 +224,14 @@ def test_evaluate_run_contract(trained_run, monkeypatch):
     table = format_table(result)
     assert "pretrained" in table and f"n_train={len(train)}" in table
 
-    # pretrained (train, test) then random_init (train, test), in eval mode
-    assert len(embedded) == 4
-    (pre, (pre_x, pre_y)), _, (rnd, (rnd_x, rnd_y)), _ = embedded
+    # pretrained (train, test) then each random init (train, test), in eval mode
+    assert len(embedded) == 6
+    (pre, (pre_x, pre_y)), _, (rnd, (rnd_x, rnd_y)), _, (rnd2, (rnd2_x, _)), _ = embedded
     assert not pre.training and not rnd.training
     assert pre_x.shape == rnd_x.shape and len(pre_x) == len(train)
     assert np.array_equal(pre_y, rnd_y)
     assert not np.allclose(pre_x, rnd_x, atol=1e-3), "random-init baseline equals pretrained"
+    assert not np.allclose(rnd_x, rnd2_x, atol=1e-3), "two initialisations are the same network"
     with pytest.raises(ConfigError, match="eval.protocols: empty"):
         evaluate_run(trained_run, device="cpu", overrides=["eval.protocols=[]"])
     with pytest.raises(ConfigError, match="'forecast' is not one of linear_probe"):

@@ -32,6 +32,7 @@ from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from polyjepa.config import DataConfig
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.paths import resolve_path
 
@@ -55,7 +56,7 @@ LIST_LIMIT = 30
 
 
 @dataclass
-class TabularDataConfig:
+class TabularDataConfig(DataConfig):
     """The `data:` section of a tabular recipe."""
 
     # CSV/TSV/.gz/Parquet file, "builtin:NAME" (bundled with polyjepa) or "sklearn:NAME"
@@ -719,6 +720,11 @@ class TabularDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.tensors.y)
+
+    @property
+    def labels(self) -> Tensor:
+        """`[N]` class indices (-1: none)."""
+        return self.tensors.y
 
     def __getitem__(self, i: int) -> tuple[dict[str, Tensor], Tensor]:
         return {"num": self.tensors.num[i], "cat": self.tensors.cat[i]}, self.tensors.y[i]

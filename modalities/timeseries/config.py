@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from polyjepa.config import DataConfig
 from polyjepa.modalities.timeseries.cartpole import CartPoleConfig
 
 
 @dataclass
-class TimeSeriesDataConfig:
+class TimeSeriesDataConfig(DataConfig):
     """Where the series come from and how they are read, aligned and scaled."""
 
     # A UCR/UEA `.ts` file (its `_TEST` twin is found beside a `_TRAIN` file), a CSV/TSV/Parquet

@@ -179,6 +179,11 @@ class MovingMNISTClips(Dataset):
         clip = torch.from_numpy(frames[:, None].astype(np.float32) / np.float32(255.0))
         return clip, torch.tensor(int(truth.classes[0]))
 
+    @property
+    def labels(self) -> np.ndarray:
+        """`[N]` class of each clip's first digit, without drawing frames."""
+        return np.asarray([self.truth(i).classes[0] for i in range(self.num_clips)], dtype=np.int64)
+
     def truth(self, i: int) -> ClipTruth:
         """Clip `i`'s digit classes and motions, without drawing its frames."""
         return self.generator.truth(i)

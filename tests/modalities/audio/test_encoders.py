@@ -198,7 +198,9 @@ def test_official_v1_checkpoint_imports_exactly(v1_512, source):
     with torch.no_grad():
         expected = model(lms)
     assert expected.shape == (4, 512)
-    torch.testing.assert_close(embed(backbone, lms), expected, atol=1e-5, rtol=1e-5)
+    # 1e-4: our channels-last convolutions sum in another order than the reference's layout (AMX
+    # CPUs differ by ~1e-5); a wrong weight mapping differs by orders of magnitude more
+    torch.testing.assert_close(embed(backbone, lms), expected, atol=1e-4, rtol=1e-4)
     with torch.no_grad():  # BatchNorm's running statistics matter: train mode differs
         assert not torch.allclose(copy.deepcopy(model).train()(lms), expected, atol=1e-3)
 
@@ -212,7 +214,7 @@ def test_official_v1_d1024_and_nested_checkpoints(tmp_path, nest):
     lms = random_lms(seed=3)
     with torch.no_grad():
         expected = model(lms)
-    torch.testing.assert_close(embed(backbone, lms), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embed(backbone, lms), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_official_v2_checkpoint_imports_exactly(tmp_path):

@@ -1,0 +1,56 @@
+"""Probes on frozen embeddings, shared by evaluation and the trainer's online probe."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch.utils.data import DataLoader
+
+from polyjepa.data import eval_collate
+from polyjepa.encoders import Backbone
+
+
+@torch.no_grad()
+def embed(backbone: Backbone, dataset, pooling: str, batch_size: int = 256,
+          device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Pooled embeddings `[N, F]` and labels `[N]` of a dataset under a frozen backbone."""
+    backbone = backbone.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=eval_collate)
+    feats, labels = [], []
+    for batch in loader:
+        batch = batch.to(device)
+        feats.append(backbone.embed(batch.x, pooling).float().cpu())
+        labels.append(batch.y.cpu())
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+
+
+def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                 seed: int = 0) -> float:
+    """Accuracy of logistic regression on standardised features."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    model.fit(x_train, y_train)
+    return float(model.score(x_test, y_test))
+
+
+def knn_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+              k: int = 20) -> float:
+    """Accuracy of a distance-weighted k-nearest-neighbour vote on standardised features."""
+    k = min(k, len(x_train))
+    model = make_pipeline(StandardScaler(), KNeighborsClassifier(k, weights="distance"))
+    model.fit(x_train, y_train)
+    return float(model.score(x_test, y_test))
+
+
+def online_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                 k: int = 20) -> dict[str, float]:
+    """The trainer's cheap probe: `probe/knn` (distance-weighted kNN) and `probe/linear` (a
+    ridge classifier, closed form) on standardised features, scored on the validation split."""
+    if len(np.unique(y_train)) < 2:
+        return {}
+    ridge = make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.0)).fit(x_train, y_train)
+    return {"probe/knn": knn_probe(x_train, y_train, x_val, y_val, k),
+            "probe/linear": float(ridge.score(x_val, y_val))}
