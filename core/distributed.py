@@ -56,6 +56,17 @@ def init_distributed(device: torch.device, timeout_minutes: float = 10.0) -> tup
     return info, device
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group once this rank's work is done (after a final barrier, so no rank
+    tears down gloo's threads while another still talks to it; exiting with a live group let
+    gloo abort a rank at interpreter exit: "terminate called without an active exception")."""
+    global _stats_group
+    if _active():
+        dist.barrier()
+        dist.destroy_process_group()
+        _stats_group = None
+
+
 def _active() -> bool:
     """True inside an initialised process group."""
     return dist.is_available() and dist.is_initialized()

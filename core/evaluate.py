@@ -163,14 +163,22 @@ def target_probes(features: LE.Features, train_targets: dict, test_targets: dict
     """
     out = {}
     for name, y_tr in train_targets.items():
-        y_te = test_targets[name]
+        (tr, y_tr), (te, y_te) = known(y_tr), known(test_targets[name])
         classify = is_class_target(y_tr)
         row: dict = {"metric": "accuracy" if classify else "r2"}
         for encoder, pairs in features.items():
             row[encoder] = float(np.mean([
-                LE.example_scores(x_tr, y_tr, x_te, y_te, classify).mean() for x_tr, x_te in pairs]))
+                LE.example_scores(x_tr[tr], y_tr, x_te[te], y_te, classify).mean()
+                for x_tr, x_te in pairs]))
         out[name] = row
     return out
+
+
+def known(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(rows, y[rows])` of the rows with a known target: class targets of -1 are unknown."""
+    y = np.asarray(y)
+    rows = np.flatnonzero(y >= 0) if is_class_target(y) else np.arange(len(y))
+    return rows, y[rows]
 
 
 def is_class_target(y: np.ndarray) -> bool:
@@ -348,14 +356,14 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     scores: dict = {}
     if "label_efficiency" in protocols:
         keep = subsample_indices(len(y_train), cfg.max_train, cfg.seed)
-        pool = {k: [(x_tr[keep], x_te) for x_tr, x_te in v] for k, v in features.items()}
-        jobs = {"label": (y_train[keep], y_test)}
-        if data_path is None:
-            test_targets = test_set.probe_targets() if targets else {}
-            jobs.update({k: (np.asarray(v)[keep], np.asarray(test_targets[k]))
-                         for k, v in targets.items()})
+        jobs = {"label": (y_train, y_test)}
+        if data_path is None and targets:
+            jobs.update({k: (v, test_set.probe_targets()[k]) for k, v in targets.items()})
         for key, (y_tr, y_te) in jobs.items():
             _say(progress, f"eval: label_efficiency ({key}, {cfg.draws} draws per budget)")
+            (tr, y_tr), (te, y_te) = known(np.asarray(y_tr)[keep]), known(y_te)
+            pool = {k: [(x_tr[keep][tr], x_te[te]) for x_tr, x_te in v]
+                    for k, v in features.items()}
             classes = is_class_target(y_tr)
             rows = LE.label_efficiency(pool, y_tr, y_te, cfg.shots, cfg.fractions, cfg.draws,
                                        cfg.seed, classes)

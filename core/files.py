@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from polyjepa.config import DataConfig
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.paths import resolve_path
@@ -46,6 +48,9 @@ class FileDataConfig(DataConfig):
     split_seed: int = 0
     extensions: list[str] = field(default_factory=list)  # the modality sets its formats
     on_error: str = "raise"  # a file that fails to load during training: raise | skip
+    # Named groups of `label_regex` probed as extra class targets by `polyjepa eval` (e.g.
+    # [speaker] on FSDD: who speaks, beside which digit), indexed by their training values.
+    probe_groups: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -226,6 +231,26 @@ def _split_by_groups(files: list, test_groups: dict[str, list[str]], source: str
         raise DataError(f"{source}: data.test_groups {test_groups} leaves "
                         f"{len(train)} training and {len(test)} test samples; both must be non-empty")
     return train, test
+
+
+def group_targets(train: list, test: list, names: list[str]) -> tuple[dict, dict]:
+    """Class targets from regex groups: for each of `names`, `[N]` int64 indices of each item's
+    value among the sorted training values (-1: a test value never seen in training, or none).
+
+    Raises:
+        ConfigError: a name that no training item has as a group.
+    """
+    train_out, test_out = {}, {}
+    for name in names:
+        values = sorted({item.groups[name] for item in train if name in item.groups})
+        if not values:
+            raise ConfigError(f"data.probe_groups: '{name}' is not a named group of "
+                              "data.label_regex (e.g. (?P<speaker>[a-z]+))")
+        index = {v: i for i, v in enumerate(values)}
+        for items, out in ((train, train_out), (test, test_out)):
+            out[name] = np.asarray([index.get(item.groups.get(name), -1) for item in items],
+                                   dtype=np.int64)
+    return train_out, test_out
 
 
 def training_classes(train: list, test: list, order: list[str] | None = None,

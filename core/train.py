@@ -45,6 +45,7 @@ from polyjepa.distributed import (
     convert_global_batchnorm,
     gather_objects,
     init_distributed,
+    shutdown_distributed,
     wrap_ddp,
 )
 from polyjepa.ema import momentum_at
@@ -556,4 +557,5 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
         if main and created and not ckpt_path.exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping or resuming
         raise
+    shutdown_distributed()
     return run_dir

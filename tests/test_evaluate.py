@@ -286,3 +286,16 @@ def test_evaluate_run_on_another_file(tmp_path_factory):
     assert result["linear_probe"]["raw_features"] > 0.9
     half = evaluate_run(run, data_path="sklearn:breast_cancer", device="cpu", test_fraction=0.5)
     assert half["n_test"] == 285
+
+
+def test_target_probes_leave_out_unknown_class_targets():
+    (x_tr, y_tr), (x_te, y_te) = multiclass(200, 4, 4.0, seed=0), multiclass(100, 4, 4.0, seed=1)
+    features = {name: [(x_tr, x_te)] for name in E.ENCODERS}
+    unknown = y_te.copy()
+    unknown[:50] = -1  # e.g. a test speaker never heard in training
+    rows = E.target_probes(features, {"who": y_tr}, {"who": unknown})
+    half = E.target_probes(features, {"who": y_tr}, {"who": y_te})
+    assert rows["who"]["metric"] == "accuracy" and rows["who"]["pretrained"] > 0.9
+    expected = E.linear_probe(x_tr, y_tr, x_te[50:], y_te[50:])
+    assert rows["who"]["pretrained"] == pytest.approx(expected)
+    assert half["who"]["pretrained"] == pytest.approx(E.linear_probe(x_tr, y_tr, x_te, y_te))

@@ -213,3 +213,8 @@ def test_eval_of_several_runs_reports_each_and_across(seed_runs, capsys):
     assert main(["eval", *map(str, seed_runs), "eval.protocols=[linear_probe]", "--device",
                  "cpu"]) == 0
     assert "mean ± std over 2 runs" in capsys.readouterr().out
+
+
+def test_eval_needs_a_run_directory(capsys):
+    assert main(["eval", "eval.protocols=[knn]"]) == 2
+    assert "name at least one run directory" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from polyjepa.errors import DataError
-from polyjepa.files import training_classes
+from polyjepa.files import group_targets, training_classes
 from polyjepa.modalities.audio.augment import (
     BatchNormalize,
     MixupMemory,
@@ -108,6 +108,7 @@ def load_data(cfg: AudioDataConfig, root: Path | None):
                        cfg.eval_crop, cfg.cache)
     test = AudioFiles(test_clips, test_frames, class_names, cfg.sample_rate, cfg.clip_seconds,
                       cfg.eval_crop, cfg.cache)
+    train.targets, test.targets = group_targets(train_clips, test_clips, cfg.probe_groups)
     return _finish(cfg, train, test, class_names, cfg.split_seed)
 
 

@@ -168,12 +168,17 @@ class ClipDataset(Dataset, abc.ABC):
         if crop not in EVAL_CROPS:
             raise ConfigError(f"data.eval_crop: '{crop}' is not one of {', '.join(EVAL_CROPS)}")
         self.frames, self.labels = frames, labels
+        self.targets: dict[str, np.ndarray] = {}  # extra class targets (`data.probe_groups`)
         self.sample_rate, self.crop = sample_rate, crop
         self.crop_length = int(round(clip_seconds * sample_rate))
         self.length = max(frames) if crop == "full" else self.crop_length
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def probe_targets(self) -> dict[str, np.ndarray]:
+        """Extra targets for probes, e.g. `{"speaker": [N]}` from `data.probe_groups`."""
+        return self.targets
 
     @abc.abstractmethod
     def wave(self, i: int) -> Tensor:

@@ -689,3 +689,27 @@ def test_synthetic_set():
     feats = raw_features(test)
     assert feats.shape == (100, 2 * meta["n_mels"]) and torch.isfinite(feats).all()
     assert feats[:, meta["n_mels"]:].min() >= 0  # std half
+
+
+def test_probe_groups_become_class_targets_for_probes(tmp_path):
+    """`data.probe_groups: [speaker]`: who speaks, as an extra class target beside the digit."""
+    for digit in range(2):
+        for k, speaker in enumerate(("ann", "bob", "cy")):
+            for take in range(3):
+                write(tmp_path / f"{digit}_{speaker}_{take}.wav",
+                      tone(0.2, freq=300 + 300 * digit + 40 * k + 5 * take))
+    write(tmp_path / "1_dee_0.wav", tone(0.2))  # a test-only speaker
+    conf = cfg(tmp_path, label_regex=FSDD_REGEX, test_groups={"index": ["0"]},
+               probe_groups=["speaker"])
+    train, test, _ = load_data(conf, None)
+    speakers = {c.path.name: t for c, t in zip(train.clips, train.probe_targets()["speaker"],
+                                                  strict=True)}
+    assert speakers["0_ann_1.wav"] == 0 and speakers["1_bob_2.wav"] == 1 and speakers["0_cy_2.wav"] == 2
+    test_speakers = dict(zip([c.path.name for c in test.clips], test.probe_targets()["speaker"],
+                             strict=True))
+    assert test_speakers["1_cy_0.wav"] == 2 and test_speakers["1_dee_0.wav"] == -1  # unseen: unknown
+    assert load_data(cfg(tmp_path, label_regex=FSDD_REGEX, test_groups={"index": ["0"]}),
+                     None)[0].probe_targets() == {}
+    with pytest.raises(ConfigError, match="data.probe_groups: 'voice'"):
+        load_data(cfg(tmp_path, label_regex=FSDD_REGEX, test_groups={"index": ["0"]},
+                      probe_groups=["voice"]), None)
