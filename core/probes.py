@@ -19,7 +19,10 @@ def embed(backbone: Backbone, dataset, pooling: str, batch_size: int = 256,
           device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Pooled embeddings `[N, F]` and labels `[N]` of a dataset under a frozen backbone."""
     backbone = backbone.to(device).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=eval_collate)
+    # its own generator: starting an iterator must not draw from the global RNG, which drives
+    # dropout in a training run this may be probing
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=eval_collate,
+                        generator=torch.Generator())
     feats, labels = [], []
     for batch in loader:
         batch = batch.to(device)

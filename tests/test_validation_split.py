@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from _helpers import build, single_thread, tiny_recipe, write_recipe  # noqa: F401
 
 from polyjepa import train as T
@@ -133,3 +134,16 @@ def test_eval_on_the_validation_split(probed_run):
     with pytest.raises(ConfigError, match="eval.split=val"):
         evaluate_run(run, data_path="sklearn:breast_cancer", device="cpu",
                      overrides=["eval.split=val"])
+
+
+def test_the_online_probe_does_not_change_training(tmp_path):
+    """Probing draws nothing from the global RNG (which drives dropout here): a run with the
+    probe ends with the same weights as one without."""
+    weights = []
+    for every in (None, 2):
+        raw = tiny_recipe(train={"max_steps": 6, "probe_every": every, "probe_samples": 50},
+                          encoder={"dropout": 0.2})
+        raw["data"] = {"val_fraction": 0.2}
+        run = T.pretrain(write_recipe(raw, tmp_path), [], tmp_path / f"run{every}")
+        weights.append(torch.load(run / "encoder.pt", weights_only=True)["state_dict"])
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
