@@ -272,6 +272,9 @@ def _evaluate(run_dir: Path, data_path: str | None, device: str, test_fraction: 
         what = f"the protocols {mine} read" if mine else "eval.split=val splits"
         raise ConfigError(f"eval --data: {what} the recipe's own data; drop --data or list only "
                           + ", ".join(PROTOCOLS))
+    if mine and checkpoint is not None:
+        raise ConfigError(f"eval --checkpoint: the protocols {mine} read the run's final state; "
+                          "list only " + ", ".join(PROTOCOLS))
     dev = resolve_device(device)
     result: dict = {}
     scores: dict = {}
@@ -280,9 +283,6 @@ def _evaluate(run_dir: Path, data_path: str | None, device: str, test_fraction: 
         result, scores, splits = _classify(run_dir, recipe, classify, data_path, dev,
                                            test_fraction, checkpoint, progress)
     if mine:
-        if checkpoint is not None:
-            raise ConfigError(f"eval --checkpoint: the protocols {mine} read the run's final "
-                              "state; list only " + ", ".join(PROTOCOLS))
         if splits is None:
             splits = load_splits(recipe)
         for name in mine:

@@ -66,17 +66,23 @@ def test_vj_vcr_demo_reads_dynamics_better_than_random_init(tmp_path, shared_dat
         assert scores["pretrained"] > scores["random_init"], (target, result)
 
 
+def five_per_class(result: dict) -> dict:
+    """The label-efficiency row of 5 labels per class."""
+    return next(b for b in result["label_efficiency"]["budgets"] if b["budget"] == "5_per_class")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["GunPoint", "BasicMotions", "JapaneseVowels"])
-def test_ts_jepa_demo_beats_random_init_on_ucr_uea(dataset, tmp_path, shared_data, monkeypatch):
-    """data_cards/ucr_uea.md, seed 0 (the recipe's); with seed 1 GunPoint's 1-NN and
-    JapaneseVowels' linear probe fall behind by 2 and 1 test series: small margins."""
+@pytest.mark.parametrize("dataset,verdict", [
+    ("GunPoint", "helps"), ("BasicMotions", "helps"), ("JapaneseVowels", "no difference")])
+def test_ts_jepa_demo_label_efficiency_on_ucr_uea(dataset, verdict, tmp_path, shared_data,
+                                                   monkeypatch):
+    """data_cards/ucr_uea.md (seed 0, the recipe's; the card pools three): with 5 labels per
+    class pretraining beats random init on GunPoint and BasicMotions, not on JapaneseVowels."""
     monkeypatch.setenv("POLYJEPA_DATA_ROOT", str(shared_data))
     path = f"data.path=timeseries/{dataset}/{dataset}_TRAIN.ts"
     run = pretrain("ts_jepa_demo", [path, "train.progress=false"], tmp_path / dataset)
     result = evaluate_run(run, device="cpu")
-    for probe in ("linear_probe", "knn"):
-        assert result[probe]["pretrained"] > result[probe]["random_init"], result
+    assert five_per_class(result)["verdict"] == verdict, result["label_efficiency"]
 
 
 @pytest.mark.slow
