@@ -147,3 +147,27 @@ def test_the_online_probe_does_not_change_training(tmp_path):
         run = T.pretrain(write_recipe(raw, tmp_path), [], tmp_path / f"run{every}")
         weights.append(torch.load(run / "encoder.pt", weights_only=True)["state_dict"])
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_split_reads_through_the_parents_random_crops_and_targets():
+    class Crops(torch.utils.data.Dataset):
+        labels = np.array([0, 1, 0, 1, 2])
+
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return torch.tensor([i, -1]), int(self.labels[i])  # the deterministic view
+
+        def sample(self, i, generator):
+            return torch.tensor([i, int(torch.randint(0, 100, (), generator=generator))]), 0
+
+        def probe_targets(self):
+            return {"speed": np.arange(5) * 0.5}
+
+    split = DataSplit(Crops(), [4, 1])
+    assert [int(split[i][0][0]) for i in range(2)] == [4, 1] and split[0][0][1] == -1
+    a = split.sample(0, torch.Generator().manual_seed(3))[0]
+    assert int(a[0]) == 4 and int(a[1]) >= 0  # the parent's random crop of sample 4
+    assert split.labels.tolist() == [2, 1]
+    np.testing.assert_array_equal(split.probe_targets()["speed"], [2.0, 0.5])
