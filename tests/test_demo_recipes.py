@@ -1,7 +1,9 @@
 """The demo recipes end to end on their real data (slow: minutes each; `pytest -m slow`).
 
 The default suite covers the same code with tiny models (tests/test_cli.py, test_training.py);
-these check the claim each data card makes: pretraining beats a random-init encoder.
+these check the claims each data card makes, with the recipe's own seed: where pretraining beats
+a random-init encoder (full labels, or 5 labels per class in the label-efficiency protocol) and
+where it does not.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ def five_per_class(result: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_t_jepa_demo_beats_random_init_on_adult(tmp_path):
+def test_t_jepa_demo_is_level_with_random_init_on_adult(tmp_path):
+    """data_cards/adult.md, a negative result: with few labels or all of them the demo's encoder
+    probes like its random-init twin."""
     run = pretrain("t_jepa_demo", ["train.progress=false"], tmp_path / "adult")
     result = evaluate_run(run, device="cpu")
-    assert (result["n_train"], result["n_test"]) == (32561, 16281)
+    assert (result["n_train"], result["n_test"]) == (29305, 16281)  # 3,256 held out (validation)
     for probe in ("linear_probe", "knn"):
-        assert result[probe]["pretrained"] > result[probe]["random_init"], result
+        assert abs(result[probe]["pretrained"] - result[probe]["random_init"]) < 0.01, result
+    assert five_per_class(result)["verdict"] == "no difference", result["label_efficiency"]
 
 
 @pytest.mark.slow
