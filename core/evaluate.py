@@ -350,15 +350,19 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     if plain:
         _say(progress, f"eval: {', '.join(plain)}")
         result = run_protocols(features, y_train, y_test, cfg, len(np.unique(y_all)), plain)
-    targets = train_set.probe_targets() if hasattr(train_set, "probe_targets") else {}
-    if data_path is None and targets:
-        result["targets"] = target_probes(features, targets, test_set.probe_targets())
+    targets = {}  # extra targets, read once: `{name: (train [N], test [M])}`
+    train_targets = train_set.probe_targets() if hasattr(train_set, "probe_targets") else {}
+    if data_path is None and train_targets:
+        test_targets = test_set.probe_targets()
+        targets = {k: (v, test_targets[k]) for k, v in train_targets.items()}
+    if targets:
+        result["targets"] = target_probes(features, {k: v[0] for k, v in targets.items()},
+                                          {k: v[1] for k, v in targets.items()})
     scores: dict = {}
     if "label_efficiency" in protocols:
         keep = subsample_indices(len(y_train), cfg.max_train, cfg.seed)
         jobs = {"label": (y_train, y_test)}
-        if data_path is None and targets:
-            jobs.update({k: (v, test_set.probe_targets()[k]) for k, v in targets.items()})
+        jobs.update(targets)
         for key, (y_tr, y_te) in jobs.items():
             _say(progress, f"eval: label_efficiency ({key}, {cfg.draws} draws per budget)")
             (tr, y_tr), (te, y_te) = known(np.asarray(y_tr)[keep]), known(y_te)
