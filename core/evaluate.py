@@ -100,10 +100,13 @@ def _mean_each(values: list[float]) -> tuple[float, list[float]]:
 
 
 def run_protocols(features: LE.Features, y_train: np.ndarray, y_test: np.ndarray, cfg,
-                  classes: int, protocols: list[str] | None = None) -> dict:
+                  classes: int, protocols: list[str] | None = None,
+                  linear: dict[str, list[float]] | None = None) -> dict:
     """The classification `protocols` (default `cfg.protocols`) for every encoder of `features`
     (name -> one `(x_train, x_test)` pair per initialisation); an encoder with several pairs
-    (random init) reports their mean, and each value under `random_init_each`."""
+    (random init) reports their mean, and each value under `random_init_each`. `linear`: the
+    linear probe's accuracies per encoder and initialisation where they are already known (the
+    label-efficiency budget of every label fits the same probe), not fitted again."""
     protocols = cfg.protocols if protocols is None else protocols
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
@@ -122,7 +125,7 @@ def run_protocols(features: LE.Features, y_train: np.ndarray, y_test: np.ndarray
         scores: dict[str, list] = {p: [] for p in (*scalar, "svm_c", *result.get("few_shot", {}))}
         for x_train, x_te in pairs:
             x_tr = x_train[keep]
-            if "linear_probe" in result:
+            if "linear_probe" in result and linear is None:
                 scores["linear_probe"].append(linear_probe(x_tr, y_tr, x_te, y_test, cfg.seed))
             if "knn" in result:
                 scores["knn"].append(knn_probe(x_tr, y_tr, x_te, y_test, cfg.knn_k))
@@ -136,6 +139,8 @@ def run_protocols(features: LE.Features, y_train: np.ndarray, y_test: np.ndarray
                     scores[key].append(few_shot(x_tr, y_tr, x_te, y_test, ways, shots,
                                                 cfg.few_shot_queries, cfg.few_shot_episodes, c,
                                                 cfg.seed))
+        if linear is not None and "linear_probe" in result:
+            scores["linear_probe"] = linear[name]
         for p in scalar:
             result[p][name], values = _mean_each(scores[p])
             if len(pairs) > 1:
@@ -204,11 +209,19 @@ def _features(backbone: Backbone, dataset, cfg, device) -> tuple[np.ndarray, np.
     return embed(backbone, dataset, cfg.pooling, cfg.batch_size, device)
 
 
-def raw_of(recipe: Recipe, dataset) -> np.ndarray:
-    """The plugin's raw features `[N, F]` of a dataset (of its parent, sliced, for a split)."""
-    if isinstance(dataset, DataSplit):
-        return recipe.plugin.raw_features(dataset.parent).numpy()[dataset.indices]
-    return recipe.plugin.raw_features(dataset).numpy()
+def raw_features(recipe: Recipe, *datasets) -> list[np.ndarray]:
+    """The plugin's raw features `[N, F]` of each dataset; splits of one parent (a training part
+    and its validation split) slice the parent's, computed once."""
+    parents: dict[int, np.ndarray] = {}
+
+    def of(dataset) -> np.ndarray:
+        source = dataset.parent if isinstance(dataset, DataSplit) else dataset
+        if id(source) not in parents:
+            parents[id(source)] = recipe.plugin.raw_features(source).numpy()
+        x = parents[id(source)]
+        return x[dataset.indices] if isinstance(dataset, DataSplit) else x
+
+    return [of(d) for d in datasets]
 
 
 def encoder_file(run_dir: Path, checkpoint: int | None) -> Path:
@@ -339,25 +352,18 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
             x_te, y_test = _features(backbone, test_set, cfg, dev)
             bar.update(1)
             features[name].append((x_tr, x_te))
-    features["raw_features"] = [(raw_of(recipe, train_set), raw_of(recipe, test_set))]
+    features["raw_features"] = [tuple(raw_features(recipe, train_set, test_set))]
     bar.update(1)
     bar.close()
     y_all = np.concatenate([y_train, y_test])
     if (y_all < 0).any():
         raise DataError(f"{recipe.source}: evaluation needs labels, and some samples have none")
     plain = [p for p in protocols if p != "label_efficiency"]
-    result: dict = {}
-    if plain:
-        _say(progress, f"eval: {', '.join(plain)}")
-        result = run_protocols(features, y_train, y_test, cfg, len(np.unique(y_all)), plain)
     targets = {}  # extra targets, read once: `{name: (train [N], test [M])}`
     train_targets = train_set.probe_targets() if hasattr(train_set, "probe_targets") else {}
     if data_path is None and train_targets:
         test_targets = test_set.probe_targets()
         targets = {k: (v, test_targets[k]) for k, v in train_targets.items()}
-    if targets:
-        result["targets"] = target_probes(features, {k: v[0] for k, v in targets.items()},
-                                          {k: v[1] for k, v in targets.items()})
     scores: dict = {}
     if "label_efficiency" in protocols:
         keep = subsample_indices(len(y_train), cfg.max_train, cfg.seed)
@@ -372,6 +378,16 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
             rows = LE.label_efficiency(pool, y_tr, y_te, cfg.shots, cfg.fractions, cfg.draws,
                                        cfg.seed, classes)
             scores[key] = (rows, "accuracy" if classes else "r2", y_te)
+    result: dict = {}
+    if plain:
+        _say(progress, f"eval: {', '.join(plain)}")
+        linear = all_labels_probe(scores["label"][0]) if "label" in scores else None
+        result = run_protocols(features, y_train, y_test, cfg, len(np.unique(y_all)), plain,
+                               linear)
+    if targets:
+        result["targets"] = target_probes(features, {k: v[0] for k, v in targets.items()},
+                                          {k: v[1] for k, v in targets.items()})
+    if scores:
         result["label_efficiency"] = summarize_efficiency(
             {k: (rows, metric) for k, (rows, metric, _) in scores.items()}, cfg.draws,
             cfg.init_seeds)
@@ -380,6 +396,19 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     if cfg.split == "val":
         result["split"] = "val"
     return result, scores, splits
+
+
+def all_labels_probe(rows: list[LE.BudgetScores]) -> dict[str, list[float]] | None:
+    """The linear probe's accuracy per encoder and initialisation, read from the budget of every
+    label (`eval.fractions` holding 1.0: the same logistic regression on the same rows), or None
+    when that budget was not measured."""
+    for row in rows:
+        if row.budget == LE.Budget("fraction", 1.0):
+            each = {k: [float(v[0])] for k, v in row.draws.items()}
+            if row.init_means:
+                each["random_init"] = list(row.init_means)
+            return each
+    return None
 
 
 def summarize_efficiency(scores: dict[str, tuple[list[LE.BudgetScores], str]], draws: int,

@@ -113,6 +113,23 @@ def test_run_protocols_reports_every_protocol_for_every_encoder():
     assert "svm" in table and "few-shot 5way_5shot" in table
 
 
+def test_the_full_label_budget_gives_the_linear_probe_without_fitting_it_again():
+    (x_tr, y_tr), (x_te, y_te) = multiclass(150, 3, 1.0, seed=0), multiclass(90, 3, 1.0, seed=1)
+    noise = np.random.default_rng(2).normal(size=(240, 8)).astype(np.float32)
+    features = {"pretrained": [(x_tr, x_te)],
+                "random_init": [(noise[:150], noise[150:]), (x_tr[:, ::-1], x_te[:, ::-1])],
+                "raw_features": [(x_tr[:, :4], x_te[:, :4])]}
+    rows = E.LE.label_efficiency(features, y_tr, y_te, [2], [0.5, 1.0], 3, seed=0)
+    known = E.all_labels_probe(rows)
+    for name, pairs in features.items():
+        assert known[name] == pytest.approx(
+            [linear_probe(a, y_tr, b, y_te) for a, b in pairs], abs=1e-12), name
+    assert E.all_labels_probe(rows[:2]) is None  # no budget of every label
+    cfg = E.C.EvalConfig(protocols=["linear_probe"])
+    reused = E.run_protocols(features, y_tr, y_te, cfg, 3, linear=known)
+    assert reused == E.run_protocols(features, y_tr, y_te, cfg, 3)
+
+
 # ------------------------------------------------------------------------------ pooling
 
 

@@ -184,7 +184,7 @@ def test_label_efficiency_protocol_end_to_end(seed_runs):
     assert summary["budgets"][0]["n_labels"] == 2  # two classes, one label each
     assert summary["budgets"][-1]["draws"] == 1 and summary["budgets"][-1]["difference"]["over"] == \
         "test_examples"
-    # the full-label budget's logistic probe is the linear probe of the same features
+    # the linear probe is read from the full-label budget (the same logistic regression)
     assert summary["budgets"][-1]["pretrained"]["mean"] == pytest.approx(
         result["linear_probe"]["pretrained"])
     assert summary["budgets"][-1]["raw_features"]["mean"] > 0.9

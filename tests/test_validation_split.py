@@ -16,6 +16,7 @@ from polyjepa.cli import main
 from polyjepa.data import DataSplit, carve_validation, dataset_labels
 from polyjepa.errors import CheckpointError, ConfigError
 from polyjepa.evaluate import evaluate_run
+from polyjepa.modalities.tabular.readers import TabularDataset
 
 
 def test_carve_validation_is_stratified_disjoint_and_seeded():
@@ -126,9 +127,14 @@ def test_kept_encoders_and_eval_checkpoint(probed_run, capsys):
     assert json.loads(capsys.readouterr().out)["checkpoint"] == 10
 
 
-def test_eval_on_the_validation_split(probed_run):
+def test_eval_on_the_validation_split(probed_run, monkeypatch):
     run, seen = probed_run
+    calls = []
+    real = TabularDataset.raw_features
+    monkeypatch.setattr(TabularDataset, "raw_features",
+                        lambda self: calls.append(len(self)) or real(self))
     result = evaluate_run(run, device="cpu", overrides=["eval.split=val", "eval.init_seeds=1"])
+    assert calls == [len(seen["splits"].train) + len(seen["splits"].val)]  # the parent's, once
     assert result["split"] == "val" and result["n_test"] == len(seen["splits"].val)
     assert result["n_train"] == len(seen["splits"].train)
     with pytest.raises(ConfigError, match="eval.split=val"):
