@@ -9,8 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from polyjepa import __version__
 from polyjepa.errors import PolyjepaError
 
 
@@ -66,7 +65,7 @@ def _launch_torchrun(nproc: int) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from polyjepa.evaluate import evaluate_run, evaluate_runs, format_runs, format_table
+    from polyjepa import evaluate as E
 
     runs = [w for w in args.run_dir if "=" not in w]
     overrides = [w for w in args.run_dir if "=" in w] + args.overrides
@@ -74,12 +73,27 @@ def _cmd_eval(args: argparse.Namespace) -> None:
         raise PolyjepaError("eval: name at least one run directory")
     options = dict(data_path=args.data, device=args.device, overrides=overrides,
                    checkpoint=args.checkpoint, progress=not args.json)
+    command = ["polyjepa", "eval", *args.run_dir, *args.overrides,
+               *(["--data", args.data] if args.data else []),
+               *(["--checkpoint", str(args.checkpoint)] if args.checkpoint is not None else [])]
     if len(runs) == 1:
-        result = evaluate_run(runs[0], **options)
-        print(json.dumps(result) if args.json else format_table(result))
+        result = E.evaluate_run(runs[0], **options)
+        reports = [(Path(runs[0]), result, E.format_table(result), False)]
     else:
-        result = evaluate_runs(runs, **options)
-        print(json.dumps(result) if args.json else format_runs(result))
+        result = E.evaluate_runs(runs, **options)
+        reports = [(Path(run), each, E.format_table(each), False)
+                   for run, each in zip(runs, result["runs"].values(), strict=True)]
+        common = Path(os.path.commonpath([Path(r).resolve() for r in runs]))
+        reports.append((common, result, E.format_runs(result), True))
+    saved = []
+    split = reports[0][1].get("split", "test")
+    for directory, each, text, several in reports:
+        if args.save:
+            name = E.report_name(args.checkpoint, split, several, args.data is not None)
+            saved += E.save_report(directory, name, each, text, command)[:1]
+    print(json.dumps(result) if args.json else reports[-1][2])
+    if saved and not args.json:
+        print("saved: " + ", ".join(str(p) for p in saved) + " (and a .txt beside each)")
 
 
 def _cmd_finetune(args: argparse.Namespace) -> None:
@@ -98,31 +112,17 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
-    from polyjepa.build import recipe_from_dict
-    from polyjepa.evaluate import embed
-    from polyjepa.hub import load_encoder, read_export, read_run_config
-    from polyjepa.paths import data_root
-    from polyjepa.train import resolve_device
+    from polyjepa.embedding import embed
 
-    run_dir = Path(args.run_dir)
-    recipe = recipe_from_dict(read_run_config(run_dir), str(run_dir / "config.yaml"))
-    blob, _ = read_export(run_dir)
-    dataset = recipe.plugin.load_file(recipe.cfg.data, args.data, data_root(recipe.cfg.data_root),
-                                      blob["meta"])
-    device = resolve_device(args.device)
-    backbone = load_encoder(run_dir, device=str(device))
-    x, _ = embed(backbone, dataset, args.pooling or recipe.cfg.eval.pooling,
-                 recipe.cfg.eval.batch_size, device)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, x)
-    os.replace(tmp, out)
-    print(f"wrote {x.shape[0]} embeddings of width {x.shape[1]} to {out}")
+    result = embed(args.run_dir, args.data, pooling=args.pooling, device=args.device)
+    files = result.save(args.out)
+    print(f"wrote {result.x.shape[0]} embeddings of width {result.x.shape[1]} to {files[0]}"
+          + (f"; ids and labels to {files[1]}" if len(files) > 1 else " (with ids and labels)"))
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="polyjepa", description=__doc__)
+    p.add_argument("--version", action="version", version=f"polyjepa {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="installed modalities and components").set_defaults(fn=_cmd_list)
     sub.add_parser("recipes", help="shipped recipes").set_defaults(fn=_cmd_recipes)
@@ -145,6 +145,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", type=int, metavar="STEP",
                     help="evaluate the encoder kept at this step (train.keep_checkpoints)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--no-save", dest="save", action="store_false",
+                    help="do not write eval.json / eval.txt into the run directory (named "
+                         "eval_stepN, eval_val for --checkpoint N, eval.split=val; eval_runs.* in "
+                         "the runs' common folder for several runs)")
     ev.add_argument("--device", default="auto")
     ev.set_defaults(fn=_cmd_eval)
     ft = sub.add_parser("finetune", help="train encoder + linear head on labels; report beside "
@@ -163,10 +167,13 @@ def parser() -> argparse.ArgumentParser:
     im.add_argument("--from", dest="source", help="importer name (default: detect), e.g. "
                                                   "byol_a_official")
     im.set_defaults(fn=_cmd_import)
-    em = sub.add_parser("embed", help="write pooled embeddings of a dataset to .npy")
+    em = sub.add_parser("embed", help="write pooled embeddings of a dataset, with sample ids and "
+                                      "labels, to .npz (or .npy + .csv)")
     em.add_argument("run_dir")
     em.add_argument("data", help="data path, read like the recipe's data.path")
-    em.add_argument("--out", required=True, help="output .npy file")
+    em.add_argument("--out", required=True,
+                    help="output file: .npz (arrays x, labels, ids, classes) or .npy (x) with a "
+                         "sidecar .csv of row, id, label, class")
     em.add_argument("--pooling", help="override eval.pooling")
     em.add_argument("--device", default="auto")
     em.set_defaults(fn=_cmd_embed)

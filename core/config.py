@@ -23,7 +23,9 @@ from typing import Any
 import yaml
 
 from polyjepa.errors import ConfigError
-from polyjepa.pooling import POOLINGS
+
+POOLINGS = ("mean", "flatten", "prefix", "mean_max", "mean_plus_max", "last")
+"""`eval.pooling` modes (`polyjepa.pooling.pool` implements them)."""
 
 Spec = dict[str, Any]
 """A component spec: ``{"name": "tabular.feature", **kwargs}``."""

@@ -177,6 +177,22 @@ def dataset_labels(dataset: Any) -> np.ndarray:
     return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
 
 
+@runtime_checkable
+class Identified(Protocol):
+    """A dataset that can name its samples (file paths, `file:row`), for `embed`'s output."""
+
+    def sample_ids(self) -> list[str]:
+        """One id per sample `[N]`, in dataset order."""
+        ...
+
+
+def sample_ids(dataset: Any) -> list[str]:
+    """Ids `[N]` of a dataset's samples: its own when `Identified`, else their positions."""
+    if isinstance(dataset, Identified):
+        return list(dataset.sample_ids())
+    return [str(i) for i in range(len(dataset))]
+
+
 class DataSplit(Dataset):
     """The samples `indices` of `parent`, e.g. the training split without its validation part.
 
@@ -203,6 +219,10 @@ class DataSplit(Dataset):
     def probe_targets(self) -> dict[str, np.ndarray]:
         targets = getattr(self.parent, "probe_targets", None)
         return {} if targets is None else {k: np.asarray(v)[self.indices] for k, v in targets().items()}
+
+    def sample_ids(self) -> list[str]:
+        ids = sample_ids(self.parent)
+        return [ids[i] for i in self.indices]
 
 
 def whole(dataset: Any) -> Any:

@@ -21,6 +21,7 @@ data and reports its own baselines.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from polyjepa.data import DataSplit, dataset_labels, whole
 from polyjepa.encoders import Backbone
 from polyjepa.errors import CheckpointError, ConfigError, DataError
 from polyjepa.hub import ENCODER_FILE, load_encoder, read_any, read_run_config
-from polyjepa.paths import data_root
+from polyjepa.paths import data_root, write_atomic
 from polyjepa.probes import embed, knn_probe, linear_probe
 from polyjepa.train import kept_encoder_path, kept_steps, resolve_device, seed_everything
 
@@ -511,7 +512,54 @@ def format_table(result: dict) -> str:
             lines += [f"{name}:", *_rows(value["table"])]
     split = " on the validation split" if result.get("split") == "val" else ""
     lines.append(f"(n_train={result['n_train']}, n_test={result['n_test']}{split})")
+    reading = comparison(result)
+    if reading:
+        lines.append(reading)
     return "\n".join(lines)
+
+
+def report_name(checkpoint: int | None = None, split: str = "test", several: bool = False,
+                other_data: bool = False) -> str:
+    """The stem of a saved evaluation: `eval`, `eval_step300`, `eval_val`, `eval_runs`,
+    `eval_data` (on `--data`), ... so that evaluations of different things do not overwrite
+    each other."""
+    return ("eval" + ("_runs" if several else "") + ("_data" if other_data else "")
+            + (f"_step{checkpoint}" if checkpoint is not None else "")
+            + ("_val" if split == "val" else ""))
+
+
+def save_report(directory: Path, name: str, result: dict, text: str, command: list[str]
+                ) -> list[Path]:
+    """Write `directory/name.json` (the result, and the command that produced it) and
+    `directory/name.txt` (the table), each whole or not at all."""
+    json_path, text_path = directory / f"{name}.json", directory / f"{name}.txt"
+    write_atomic(json_path, json.dumps({"command": command, **result}, indent=1).encode())
+    write_atomic(text_path, (text + "\n").encode())
+    return [json_path, text_path]
+
+
+def comparison(result: dict) -> str:
+    """One line reading a result: pretrained minus each baseline on each accuracy probe, in
+    percentage points (means over runs when the values are `{"mean", "std"}`), and the verdict at
+    5 labels per class where label efficiency measured it."""
+    def value(v) -> float:
+        return v["mean"] if isinstance(v, dict) else v
+
+    scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]
+    parts = []
+    for baseline in ("random_init", "raw_features"):
+        diffs = [f"{p} {100 * (value(result[p]['pretrained']) - value(result[p][baseline])):+.1f}"
+                 for p in scalar]
+        if diffs:
+            parts.append(f"vs {baseline.replace('_', ' ')}: " + ", ".join(diffs))
+    line = "pretrained " + "; ".join(parts) + " points of accuracy" if parts else ""
+    five = [b for b in result.get("label_efficiency", {}).get("budgets", [])
+            if b["budget"] == "5_per_class"]
+    if five:
+        d = five[0]["difference"]
+        line += ("; " if line else "") + (f"with 5 labels per class: {five[0]['verdict']} "
+                                          f"({d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}])")
+    return line
 
 
 def format_efficiency(summary: dict, title: str = "label efficiency") -> list[str]:
@@ -567,6 +615,9 @@ def format_runs(out: dict) -> str:
     if "label_efficiency" in out:
         lines += format_efficiency(out["label_efficiency"],
                                    f"label efficiency pooled over {n} runs")
+    reading = comparison({**agg, "label_efficiency": out.get("label_efficiency", {})})
+    if reading:
+        lines.append(f"mean over {n} runs: {reading}")
     return "\n".join(lines)
 
 

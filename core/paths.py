@@ -1,8 +1,9 @@
-"""Where data lives: recipes name datasets relative to a data root."""
+"""Where data lives (recipes name datasets relative to a data root), and writing results whole."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from polyjepa.errors import DataError
@@ -43,3 +44,17 @@ def resolve_path(path: str | Path, root: Path | None, field: str) -> Path:
     if not full.exists():
         raise DataError(f"{field}: no such file or folder: {full} (data root '{root}')")
     return full
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`: a reader (or
+    a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-POOLINGS = ("mean", "flatten", "prefix", "mean_max", "mean_plus_max", "last")
+from polyjepa.config import POOLINGS
 
 
 def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | None = None,

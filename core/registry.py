@@ -16,6 +16,7 @@ fails to import is recorded with its entry-point name and distribution and does 
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.metadata as metadata
 import warnings
 from collections.abc import Callable
@@ -77,7 +78,18 @@ class ModalityPlugin:
 
 
 CORE: dict[tuple[str, str], Component] = {}
-"""Core components by ``(kind, name)``: an objective and a predictor may both be called "jepa"."""
+"""Core components by ``(kind, name)``: an objective and a predictor may both be called "jepa".
+Filled by the modules of :data:`CORE_MODULES` as they are imported (:func:`core_components`)."""
+
+CORE_MODULES = ("polyjepa.encoders", "polyjepa.maskers", "polyjepa.objectives",
+                "polyjepa.predictors", "polyjepa.regularizers")
+
+
+def core_components() -> dict[tuple[str, str], Component]:
+    """:data:`CORE`, after importing the modules that register into it."""
+    for module in CORE_MODULES:
+        importlib.import_module(module)
+    return CORE
 
 
 def register(name: str, kind: str) -> Callable[[Callable], Callable]:
@@ -199,7 +211,7 @@ def list_components(kind: str | None = None) -> list[tuple[str, Component]]:
 
     With ``kind``, only components of that kind and those that declare no kind.
     """
-    rows = [(name, comp) for (_, name), comp in CORE.items()]
+    rows = [(name, comp) for (_, name), comp in core_components().items()]
     for modality, comps in _load().components.items():
         rows += [(f"{modality}.{name}", comp) for name, comp in comps.items()]
     if kind is not None:
@@ -221,7 +233,7 @@ def get_component(qualified: str, kind: str, modality: str | None = None) -> Com
         found = state.components[prefix].get(name)
         where = f" for modality '{prefix}'"
     else:
-        found, where = CORE.get((kind, qualified)), ""
+        found, where = core_components().get((kind, qualified)), ""
     if found is None or found.kind not in (kind, None):
         available = [n for n, c in list_components(kind) if modality is None or
                      "." not in n or n.startswith(f"{modality}.")]

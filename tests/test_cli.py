@@ -143,6 +143,13 @@ def test_eval_json_prints_one_object_with_three_probes(trained):
     assert (data["n_train"], data["n_test"]) == (455, 114)  # 80/20 split of 569 rows
     # labels line up with features: raw features separate this table almost perfectly
     assert data["linear_probe"]["raw_features"] > 0.9
+    # the result is saved in the run directory: the JSON (with the command) and the table
+    saved = json.loads((run / "eval.json").read_text())
+    assert saved.pop("command") == ["polyjepa", "eval", str(run)]
+    assert saved == data
+    table = (run / "eval.txt").read_text()
+    lin = 100 * (data["linear_probe"]["pretrained"] - data["linear_probe"]["random_init"])
+    assert f"pretrained vs random init: linear_probe {lin:+.1f}" in table
 
 
 def test_embed_writes_one_row_per_example(trained, tmp_path, capsys):
@@ -153,8 +160,29 @@ def test_embed_writes_one_row_per_example(trained, tmp_path, capsys):
     x = np.load(out)
     assert x.shape == (N_BREAST_CANCER, 16)
     assert np.isfinite(x).all()
-    assert f"wrote {N_BREAST_CANCER} embeddings of width 16" in capsys.readouterr().out
-    assert not list(out.parent.glob("*.tmp*"))
+    printed = capsys.readouterr().out
+    assert f"wrote {N_BREAST_CANCER} embeddings of width 16" in printed and "x.csv" in printed
+    # the sidecar: one row per embedding, its id and its label (name and index)
+    rows = (out.parent / "x.csv").read_text().splitlines()
+    assert rows[0] == "row,id,label,class" and len(rows) == N_BREAST_CANCER + 1
+    labels = np.array([int(r.split(",")[2]) for r in rows[1:]])
+    assert sorted(np.bincount(labels).tolist()) == [212, 357]  # malignant, benign
+    assert not list(out.parent.glob("*.tmp*")) and not list(out.parent.glob(".*"))
+
+
+def test_embed_to_npz_holds_ids_labels_and_classes(trained, tmp_path, capsys):
+    _, run, _ = trained
+    out = tmp_path / "x.npz"
+    assert main(["embed", str(run), "sklearn:breast_cancer", "--out", str(out),
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
+    saved = np.load(out)
+    assert saved["x"].shape == (N_BREAST_CANCER, 16) and saved["labels"].shape == (N_BREAST_CANCER,)
+    assert saved["ids"].tolist() == [str(i) for i in range(N_BREAST_CANCER)]  # rows: positions
+    assert len(saved["classes"]) == 2
+    assert main(["embed", str(run), "sklearn:breast_cancer", "--out", str(tmp_path / "x.txt"),
+                 "--device", "cpu"]) == 2
+    assert ".npy" in one_line_error(capsys.readouterr().err, "embed")
+    assert not (tmp_path / "x.txt").exists()
 
 
 # --- in-process: error paths -----------------------------------------------------------------

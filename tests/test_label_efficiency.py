@@ -4,6 +4,8 @@ evaluation protocol end to end, and pooling several runs."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,9 +212,21 @@ def test_eval_of_several_runs_reports_each_and_across(seed_runs, capsys):
     assert main(["eval", *map(str, seed_runs), *EFFICIENCY, "--device", "cpu", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["runs"]) == {str(r) for r in seed_runs}
+    # saved: each run's result in its directory, all of them in the runs' common folder
+    common = Path(os.path.commonpath([r.resolve() for r in seed_runs]))
+    for run in seed_runs:
+        saved = json.loads((run / "eval.json").read_text())
+        assert saved.pop("command")[:4] == ["polyjepa", "eval", *map(str, seed_runs)]
+        assert saved == printed["runs"][str(run)]
+    everything = json.loads((common / "eval_runs.json").read_text())
+    everything.pop("command")
+    assert everything == printed
     assert main(["eval", *map(str, seed_runs), "eval.protocols=[linear_probe]", "--device",
-                 "cpu"]) == 0
-    assert "mean ± std over 2 runs" in capsys.readouterr().out
+                 "cpu", "--no-save"]) == 0
+    shown = capsys.readouterr().out
+    assert "mean ± std over 2 runs" in shown and "mean over 2 runs: pretrained vs random init" in shown
+    assert "saved:" not in shown
+    assert json.loads((common / "eval_runs.json").read_text())["runs"] == printed["runs"]
 
 
 def test_eval_needs_a_run_directory(capsys):

@@ -125,6 +125,8 @@ def test_kept_encoders_and_eval_checkpoint(probed_run, capsys):
     assert main(["eval", str(run), "--checkpoint", "10", "eval.init_seeds=1", "--json",
                  "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["checkpoint"] == 10
+    assert json.loads((run / "eval_step10.json").read_text())["checkpoint"] == 10
+    assert not (run / "eval.json").exists()  # the final encoder's evaluation is another file
 
 
 def test_eval_on_the_validation_split(probed_run, monkeypatch):

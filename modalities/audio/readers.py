@@ -222,6 +222,9 @@ class AudioFiles(ClipDataset):
         self.clips, self.cache = clips, cache
         self._cache: dict[int, Tensor] = {}
 
+    def sample_ids(self) -> list[str]:
+        return [str(c.path) for c in self.clips]
+
     def wave(self, i: int) -> Tensor:
         wave = self._cache.get(i)
         if wave is None:

@@ -409,6 +409,9 @@ class PointClouds(Dataset):
     def channels(self) -> int:
         return self.clouds[0].shape[1]
 
+    def sample_ids(self) -> list[str]:
+        return list(self.sources)
+
     def sample(self, i: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         points = fit_count(self.clouds[i], self.num_points, generator, self.subsample)
         return normalize(points, self.steps), self.labels[i]

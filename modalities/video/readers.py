@@ -274,6 +274,9 @@ class VideoClips(Dataset):
     def __len__(self) -> int:
         return len(self.sources)
 
+    def sample_ids(self) -> list[str]:
+        return [str(s.path) for s in self.sources]
+
     def _clip(self, i: int, start: int | None) -> Tensor:
         source, cfg = self.sources[i], self.cfg
         if start is None:  # uniform: spread over the whole video

@@ -1,0 +1,148 @@
+"""Embeddings of a dataset under a trained encoder: `polyjepa.embed` and `polyjepa embed`.
+
+    >>> import polyjepa
+    >>> out = polyjepa.embed("runs/adult", "my_rows.csv")    # any file the run's modality reads
+    >>> out.x.shape, out.labels[:3], out.ids[:3]             # [N, F], [N], [N]
+    >>> out.save("my_rows.npz")                              # x, labels, ids, classes
+
+The data is read with the preprocessing fitted on the run's training data (standardisation,
+vocabularies, sample rate, ...), so rows, clips or clouds come out as the encoder saw them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polyjepa.errors import ConfigError, PolyjepaError
+from polyjepa.paths import write_atomic
+
+SUFFIXES = (".npy", ".npz")
+
+
+@dataclass
+class Embeddings:
+    """Pooled embeddings of a dataset, with what a user needs to plot or join them.
+
+    Attributes:
+        x: `[N, F]` float32 embeddings, in the data's order.
+        labels: `[N]` class indices into `classes`; -1 where a sample has no label the run knows.
+        ids: `[N]` sample ids: file paths where samples are files, else their positions.
+        classes: class names by index (empty when the run's data had none).
+    """
+
+    x: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    classes: list[str]
+
+    def label_names(self) -> list[str]:
+        """`[N]` class names ("" where a sample has no known label)."""
+        return [self.classes[k] if 0 <= k < len(self.classes) else "" for k in self.labels]
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Write `.npz` (arrays `x`, `labels`, `ids`, `classes`) or `.npy` (`x`) with a sidecar
+        `<name>.csv` (`row,id,label,class`); each file is written whole or not at all.
+
+        Returns:
+            The files written.
+
+        Raises:
+            ConfigError: another suffix, or `path` is an existing folder.
+        """
+        path = Path(path)
+        if path.suffix not in SUFFIXES:
+            raise ConfigError(f"--out {path}: write embeddings to a .npy file (plus a .csv of ids "
+                              "and labels beside it) or an .npz file")
+        if path.is_dir():
+            raise ConfigError(f"--out {path} is a folder; name a file such as {path / 'x.npz'}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".npz":
+            buffer = io.BytesIO()
+            np.savez(buffer, x=self.x, labels=self.labels, ids=np.asarray(self.ids, dtype=str),
+                     classes=np.asarray(self.classes, dtype=str))
+            write_atomic(path, buffer.getvalue())
+            return [path]
+        buffer = io.BytesIO()
+        np.save(buffer, self.x)
+        text = io.StringIO()
+        rows = csv.writer(text, lineterminator="\n")
+        rows.writerow(["row", "id", "label", "class"])
+        rows.writerows(zip(range(len(self.ids)), self.ids, self.labels.tolist(), self.label_names(),
+                           strict=True))
+        sidecar = path.with_suffix(".csv")
+        write_atomic(sidecar, text.getvalue().encode())
+        write_atomic(path, buffer.getvalue())
+        return [path, sidecar]
+
+
+def embed(run: str | Path, data: Any, pooling: str | None = None, device: str = "auto",
+          batch_size: int | None = None) -> Embeddings:
+    """Embed `data` with a run's exported encoder (a run directory or its `encoder.pt`).
+
+    Args:
+        data: a file or folder the run's modality reads (as `data.path`: a CSV table, a folder
+            of wavs, a `.ts` file, ...), or an in-memory table or array — a pandas DataFrame (same
+            columns as the training table) or a numpy array (`[N, C, T]` series, `[T, H, W]`
+            video, `[P, 3]` cloud) — read through a temporary file of that kind.
+        pooling: `eval.pooling` of the run's recipe unless given.
+        batch_size: `eval.batch_size` of the run's recipe unless given.
+    """
+    from polyjepa.build import recipe_from_dict
+    from polyjepa.data import dataset_labels, sample_ids
+    from polyjepa.hub import load_encoder, read_export
+    from polyjepa.paths import data_root
+    from polyjepa.probes import embed as embed_dataset
+    from polyjepa.train import resolve_device
+
+    blob, file = read_export(run)
+    recipe = recipe_from_dict(blob["config"], str(file))
+    dev = resolve_device(device)
+    backbone = load_encoder(file, device=str(dev))
+    with _as_path(data) as path:
+        dataset = recipe.plugin.load_file(recipe.cfg.data, path, data_root(recipe.cfg.data_root),
+                                          blob["meta"])
+        # in-memory data: positions, not the temporary file's name
+        ids = sample_ids(dataset) if isinstance(data, (str, Path)) else None
+        x, _ = embed_dataset(backbone, dataset, pooling or recipe.cfg.eval.pooling,
+                             batch_size or recipe.cfg.eval.batch_size, dev)
+    labels = dataset_labels(dataset)
+    if ids is None:
+        ids = [str(i) for i in range(len(labels))]
+    return Embeddings(x, labels, ids, [str(c) for c in blob["meta"].get("class_names", [])])
+
+
+class _as_path:
+    """Context: a path to read `data` from (itself, or a temporary file holding it)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data, self.tmp = data, None
+
+    def __enter__(self) -> str:
+        data = self.data
+        if isinstance(data, (str, Path)):
+            return str(data)
+        if isinstance(data, np.ndarray):
+            self.tmp = tempfile.TemporaryDirectory()
+            path = Path(self.tmp.name) / "array.npy"
+            np.save(path, data)
+            return str(path)
+        import pandas as pd
+
+        if isinstance(data, pd.DataFrame):
+            self.tmp = tempfile.TemporaryDirectory()
+            path = Path(self.tmp.name) / "table.csv"
+            data.to_csv(path, index=False)
+            return str(path)
+        raise PolyjepaError(f"embed: data must be a path, a pandas DataFrame or a numpy array, "
+                            f"got {type(data).__name__}")
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()

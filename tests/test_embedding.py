@@ -1,0 +1,90 @@
+"""`polyjepa.embed`: from a run and a file, folder, table or array to embeddings with sample ids
+and labels; `Embeddings.save`."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from _helpers import single_thread, tiny_recipe, write_recipe  # noqa: F401
+
+import polyjepa
+from polyjepa.build import load_datasets, load_recipe
+from polyjepa.embedding import Embeddings
+from polyjepa.errors import ConfigError, PolyjepaError
+from polyjepa.hub import load_encoder
+from polyjepa.modalities.tabular.readers import synthetic_frame
+from polyjepa.train import pretrain
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("table")
+    return pretrain(write_recipe(tiny_recipe(), directory), [], directory / "run")
+
+
+def test_embed_a_table_from_a_file_and_from_a_dataframe(table_run, tmp_path):
+    frame = synthetic_frame(60, seed=3)
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    from_file = polyjepa.embed(table_run, tmp_path / "rows.csv", device="cpu")
+    from_frame = polyjepa.embed(table_run, frame, device="cpu")
+    assert from_file.x.shape == (60, 16) and from_file.x.dtype == np.float32
+    np.testing.assert_array_equal(from_file.x, from_frame.x)
+    np.testing.assert_array_equal(from_file.labels, from_frame.labels)
+    assert from_frame.ids == [str(i) for i in range(60)]  # not the temporary file's name
+    # labels index `classes`, which are the training table's
+    names = from_file.label_names()
+    assert [str(v) for v in frame["label"]] == names
+    # the same numbers as the encoder applied by hand to the preprocessed rows
+    recipe = load_recipe(str(table_run / "config.yaml"))
+    encoder = load_encoder(table_run)
+    dataset = recipe.plugin.load_file(recipe.cfg.data, str(tmp_path / "rows.csv"), None,
+                                      load_datasets(recipe)[2])
+    x = {"num": torch.stack([dataset[i][0]["num"] for i in range(60)]),
+         "cat": torch.stack([dataset[i][0]["cat"] for i in range(60)])}
+    with torch.no_grad():
+        by_hand = encoder.embed(x, recipe.cfg.eval.pooling).numpy()
+    np.testing.assert_allclose(from_file.x, by_hand, atol=1e-5)
+    with pytest.raises(PolyjepaError, match="path, a pandas DataFrame or a numpy array"):
+        polyjepa.embed(table_run, [1, 2, 3], device="cpu")
+
+
+def test_save_npz_and_npy_with_its_sidecar(tmp_path):
+    out = Embeddings(np.arange(6, dtype=np.float32).reshape(3, 2), np.array([1, -1, 0]),
+                     ["a.wav", "b,c.wav", "d.wav"], ["cat", "dog"])
+    assert out.label_names() == ["dog", "", "cat"]
+    [npz] = out.save(tmp_path / "e.npz")
+    saved = np.load(npz)
+    np.testing.assert_array_equal(saved["x"], out.x)
+    assert saved["ids"].tolist() == out.ids and saved["classes"].tolist() == ["cat", "dog"]
+    npy, sidecar = out.save(tmp_path / "sub" / "e.npy")
+    np.testing.assert_array_equal(np.load(npy), out.x)
+    rows = list(csv.reader(sidecar.open()))
+    assert rows == [["row", "id", "label", "class"], ["0", "a.wav", "1", "dog"],
+                    ["1", "b,c.wav", "-1", ""], ["2", "d.wav", "0", "cat"]]
+    for bad in (tmp_path / "e.txt", tmp_path):
+        with pytest.raises(ConfigError, match="--out"):
+            out.save(bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npz", "sub"]  # nothing half-written
+
+
+def test_a_folder_of_wavs_gives_file_paths_as_ids(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("low", "high"):
+        for k in range(6):
+            (tmp_path / "data" / name).mkdir(parents=True, exist_ok=True)
+            sf.write(tmp_path / "data" / name / f"{k}.wav",
+                     rng.uniform(-0.3, 0.3, 4000).astype(np.float32), 16000)
+    raw = {"base": "byol_a_demo", "data": {"path": str(tmp_path / "data"), "label_regex": None,
+                                           "test_groups": None, "probe_groups": [],
+                                           "clip_seconds": 0.25},
+           "train": {"max_steps": 2, "batch_size": 4, "progress": False, "device": "cpu"}}
+    run = pretrain(write_recipe(raw, tmp_path), [], tmp_path / "run")
+    out = polyjepa.embed(run, tmp_path / "data", device="cpu")
+    assert len(out.ids) == 12 and all(i.endswith(".wav") for i in out.ids)
+    for i, label in zip(out.ids, out.label_names(), strict=True):
+        assert f"/{label}/" in i  # each id is the file whose class folder gave the label
+    assert np.isfinite(out.x).all() and out.x.shape[0] == 12
