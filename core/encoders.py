@@ -8,6 +8,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from polyjepa.errors import ContractError
 from polyjepa.pooling import pool
 from polyjepa.registry import register
 from polyjepa.types import RawInput, Tokens
@@ -121,6 +122,12 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, tokens: Tokens, keep: Tensor | None = None) -> Tensor:
         """Encode `tokens`, or only the tokens at `keep [B, K]`; returns `[B, R + K, D]`."""
+        if tokens.x.shape[-1] != self.dim:
+            raise ContractError(
+                f"model.encoder: the tokenizer returned tokens of width {tokens.x.shape[-1]} but "
+                f"the encoder is {self.dim} wide; the tokenizer's `dim` attribute (which the "
+                "encoder's width defaults to) must be the width of the tokens it returns, or set "
+                "model.encoder.dim to it")
         pos = tokens.batch_pos()  # [B, N, D]
         x = tokens.x + pos
         pad = tokens.pad_mask

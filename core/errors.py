@@ -21,5 +21,10 @@ class CheckpointError(PolyjepaError):
     """A checkpoint is missing, corrupt, unsafe, or does not fit the model."""
 
 
+class ContractError(PolyjepaError, TypeError):
+    """A component (often a plugin's) returned something that breaks polyjepa's contract, e.g.
+    tokens of another width than the encoder's."""
+
+
 class NonFiniteLossError(PolyjepaError, FloatingPointError):
     """Training produced a NaN/inf loss or gradient."""

@@ -12,6 +12,7 @@ from polyjepa.checkpoint import load_file, load_state, save_atomic
 from polyjepa.config import check_override_scope, to_dict
 from polyjepa.encoders import Backbone
 from polyjepa.errors import CheckpointError, ConfigError
+from polyjepa.paths import check_output_folder
 from polyjepa.registry import list_importers
 
 ENCODER_FILE = "encoder.pt"
@@ -111,6 +112,7 @@ def import_checkpoint(file: str | Path, out_dir: str | Path, source: str | None 
     """
     check_override_scope(list(overrides), ("data", "eval"), "import")
     out = Path(out_dir)
+    check_output_folder(out)
     if (out / ENCODER_FILE).exists():  # before reading the checkpoint and any data
         raise ConfigError(f"--out {out} already holds an encoder; choose another --out")
     blob, path = read_any(file, source)

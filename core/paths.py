@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from polyjepa.errors import DataError
+from polyjepa.errors import ConfigError, DataError
 
 DATA_ROOT_ENV = "POLYJEPA_DATA_ROOT"
 
@@ -44,6 +44,20 @@ def resolve_path(path: str | Path, root: Path | None, field: str) -> Path:
     if not full.exists():
         raise DataError(f"{field}: no such file or folder: {full} (data root '{root}')")
     return full
+
+
+def check_output_folder(path: Path, flag: str = "--out") -> None:
+    """A folder a command will create or write into must not be a file (nor lie under one).
+
+    Raises:
+        ConfigError: naming the file in the way and another choice.
+    """
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise ConfigError(f"{flag} {path}: {part} is a file, not a folder; name a folder for "
+                              f"the run, e.g. {flag} {path.with_name(path.name + '_run')}")
+        if part.exists():
+            return
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -52,6 +52,7 @@ from polyjepa.ema import momentum_at
 from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
 from polyjepa.hub import ENCODER_FILE, export_encoder
 from polyjepa.monitors import normalized_std, rankme
+from polyjepa.paths import check_output_folder
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
 
@@ -515,6 +516,7 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
     a checkpoint and returns without `encoder.pt`.
     """
     run_dir = Path(out_dir)
+    check_output_folder(run_dir)
     ckpt_path = run_dir / CHECKPOINT
     state = None
     if resume:

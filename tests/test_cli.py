@@ -188,6 +188,27 @@ def test_embed_to_npz_holds_ids_labels_and_classes(trained, tmp_path, capsys):
 # --- in-process: error paths -----------------------------------------------------------------
 
 
+def test_out_that_is_a_file_is_a_one_line_error(trained, tmp_path, capsys):
+    recipe, run, _ = trained
+    (tmp_path / "taken").write_text("not a folder")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "run"):
+        assert main(["pretrain", str(recipe), "--out", str(out)]) == 2
+        err = one_line_error(capsys.readouterr().err, "pretrain")
+        assert f"{tmp_path / 'taken'} is a file, not a folder" in err and "--out" in err
+        assert main(["import", str(run / "encoder.pt"), "--out", str(out)]) == 2
+        assert "is a file, not a folder" in one_line_error(capsys.readouterr().err, "import")
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_tokens_of_another_width_than_the_encoder_are_a_one_line_error(trained, tmp_path, capsys):
+    recipe, _, _ = trained
+    assert main(["pretrain", str(recipe), "model.encoder.dim=32", "--out",
+                 str(tmp_path / "run")]) == 2
+    err = one_line_error(capsys.readouterr().err, "pretrain")
+    assert "tokens of width 16" in err and "32 wide" in err and "model.encoder.dim" in err
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
 def test_pretrain_into_a_run_of_another_recipe_errors(trained, capsys):
     recipe, run, _ = trained
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
