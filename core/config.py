@@ -42,6 +42,10 @@ class DataConfig:
     # is never touched. 0 turns it off.
     val_fraction: float = field(default=0.0, kw_only=True)
 
+    # Keys holding file or folder paths: a run stores them absolute (`polyjepa.paths.pin_paths`),
+    # so that `eval`, `finetune` and `embed` find its data from any folder.
+    path_keys: typing.ClassVar[tuple[str, ...]] = ()
+
 
 @dataclass
 class ModelConfig:
@@ -389,6 +393,35 @@ CHOICES = {
 }
 AT_LEAST_ONE = ("max_steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
                 "monitor_every")
+
+
+def is_recipe_key(key: str, data_schemas: list[type] = ()) -> bool:
+    """Whether a dotted `key` is one a recipe or an override may set: a field of the recipe's
+    sections (`train.batch_size`), anything under a component spec (`model.encoder.dim`,
+    `objective.loss`), or a field of one of `data_schemas` (`data.label_regex`)."""
+    def walk(cls: type, parts: list[str]) -> bool:
+        if not parts:
+            return True
+        if not dataclasses.is_dataclass(cls):
+            return cls is dict or typing.get_origin(cls) is dict or _is_spec(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        if parts[0] not in names:
+            return False
+        if cls is RecipeConfig and parts[0] == "data":
+            return any(walk(schema, parts[1:]) for schema in data_schemas)
+        return walk(_field_type(cls, parts[0]), parts[1:])
+
+    return walk(RecipeConfig, key.split("."))
+
+
+def _field_type(cls: type, name: str) -> Any:
+    tp = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and args else tp
+
+
+def _is_spec(tp: Any) -> bool:
+    return tp is Spec or (typing.get_origin(tp) is dict)
 
 
 def val_fraction(cfg: RecipeConfig) -> float:

@@ -10,6 +10,7 @@ and a resumed run replays exactly the batches an uninterrupted one would have se
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,6 +38,25 @@ def _mix(*values: int) -> int:
     return h >> 1
 
 
+def fitting_batch_size(batch_size: int, num_samples: int, key: str, world_size: int = 1) -> int:
+    """`batch_size`, or the samples each process has when they are fewer (with one warning that
+    names `key`): a small dataset trains with batches of all of it instead of failing.
+
+    Raises:
+        DataError: fewer samples than processes.
+    """
+    per_rank = num_samples // world_size
+    if per_rank < 1:
+        raise DataError(f"{num_samples} training samples for {world_size} processes; give more "
+                        "data or fewer processes (--nproc)")
+    if batch_size > per_rank:
+        warnings.warn(f"{key}={batch_size} is larger than the {per_rank} training samples"
+                      f"{' per process' if world_size > 1 else ''}: batches of {per_rank} "
+                      f"instead (set {key} to silence this)", stacklevel=2)
+        return per_rank
+    return batch_size
+
+
 class SeededBatchSampler(Sampler[list[tuple[int, int, int]]]):
     """Yields batches `[(index, batch_seed, position), ...]` of a seeded per-epoch permutation.
 
@@ -49,10 +69,8 @@ class SeededBatchSampler(Sampler[list[tuple[int, int, int]]]):
                  world_size: int = 1) -> None:
         per_rank = num_samples // world_size
         if per_rank < batch_size:
-            raise ValueError(
-                f"train.batch_size={batch_size} is larger than the {per_rank} training samples "
-                f"per process; lower train.batch_size"
-            )
+            raise ValueError(f"a batch of {batch_size} is larger than the {per_rank} samples per "
+                             "process (fitting_batch_size caps it)")
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start_batch = 0, 0

@@ -22,6 +22,7 @@ data and reports its own baselines.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,16 +73,27 @@ def few_shot(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_tes
     Each episode draws `ways` classes (among those with at least `shots` training and one test
     sample), `shots` training samples of each as the support set and up to `queries` test
     samples of each as queries, and fits a linear SVM (`C = c`) on the standardised support.
+    Where the data has fewer such classes, `ways` and then `shots` shrink to what it has (one
+    warning says so).
 
     Raises:
-        DataError: fewer than `ways` classes have enough samples.
+        DataError: fewer than two classes have a training and a test sample.
     """
-    classes = [k for k in np.unique(y_train)
-               if (y_train == k).sum() >= shots and (y_test == k).any()]
-    if len(classes) < ways:
-        raise DataError(f"few-shot {ways}-way {shots}-shot: only {len(classes)} classes have "
-                        f"{shots} training samples and a test sample; lower eval.few_shot_ways "
-                        "or eval.few_shot_shots")
+    present = [k for k in np.unique(y_train) if (y_test == k).any()]
+    if len(present) < 2:
+        raise DataError(f"few-shot: {len(present)} class(es) have both training and test "
+                        "samples; few-shot episodes need two")
+    sizes = sorted(((y_train == k).sum() for k in present), reverse=True)
+    fit_ways = min(ways, len(present))
+    fit_shots = min(shots, int(sizes[fit_ways - 1]))
+    if (fit_ways, fit_shots) != (ways, shots):
+        warnings.warn(f"few-shot {ways}-way {shots}-shot: the data has {len(present)} classes "
+                      f"with test samples, the {fit_ways}th largest with {sizes[fit_ways - 1]} "
+                      f"training samples; episodes are {fit_ways}-way {fit_shots}-shot instead "
+                      "(set eval.few_shot_ways / eval.few_shot_shots to silence this)",
+                      stacklevel=2)
+        ways, shots = fit_ways, fit_shots
+    classes = [k for k in present if (y_train == k).sum() >= shots]
     rng = np.random.default_rng(seed)
     scores = []
     for _ in range(episodes):

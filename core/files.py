@@ -34,6 +34,8 @@ MANIFEST_SUFFIXES = (".csv", ".tsv")
 class FileDataConfig(DataConfig):
     """The `data:` keys shared by modalities that read one file per sample."""
 
+    path_keys = ("path", "test_path")
+
     # A folder (one sub-folder per class, or files labelled by `label_regex`) or a CSV manifest
     # `path,label[,split]`; relative paths are looked up under the data root.
     path: str = ""

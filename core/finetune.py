@@ -19,18 +19,31 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from polyjepa.build import Recipe, load_datasets, recipe_from_dict, token_layout
-from polyjepa.config import check_override_scope
-from polyjepa.data import Collate, SeededBatchSampler, SeededDataset, eval_collate
+from polyjepa.checkpoint import save_atomic
+from polyjepa.config import check_override_scope, to_dict
+from polyjepa.data import (
+    Collate,
+    SeededBatchSampler,
+    SeededDataset,
+    eval_collate,
+    fitting_batch_size,
+)
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.evaluate import embed, linear_probe, subsample
 from polyjepa.hub import load_encoder, read_run_config
+from polyjepa.paths import write_atomic
 from polyjepa.pooling import pool, pooled_dim
 from polyjepa.schedules import warmup_cosine
 from polyjepa.train import param_groups, resolve_device, seed_everything
 from polyjepa.types import Tokens
 
 RESULT_FILE = "finetune.json"
+WEIGHTS_FILE = "finetuned.pt"
+WEIGHTS_FORMAT = "polyjepa-finetuned/1"
+"""`finetuned.pt`: the fine-tuned `backbone` (a `Backbone` state dict, as in `encoder.pt`), the
+classifier's `norm` (BatchNorm, no affine) and `head` (Linear) state dicts, `pooling`,
+`class_names` (head output i), and the run's `config` and `meta` to rebuild the backbone."""
 
 
 class Classifier(nn.Module):
@@ -110,7 +123,8 @@ def finetune_run(run_dir: str | Path, overrides: list[str] = (), device: str = "
 
     Returns:
         `{"finetune": test accuracy, "linear_probe": frozen probe accuracy, "n_train", "n_test",
-        "steps"}`, also written to `run_dir/finetune.json`.
+        "steps", "batch_size", ...}`, also written to `run_dir/finetune.json`; the fine-tuned
+        weights go to `run_dir/finetuned.pt` (see `WEIGHTS_FILE`).
     """
     run_dir = Path(run_dir)
     check_override_scope(list(overrides), ("finetune", "data", "eval"), "finetune")
@@ -129,10 +143,8 @@ def finetune_run(run_dir: str | Path, overrides: list[str] = (), device: str = "
     in_dim = pooled_dim(backbone, pooling, {**meta, **token_layout(backbone)})
     model = Classifier(backbone, num_classes, pooling, in_dim, ft.mask_ratio, ft.mask_mode).to(dev)
     optimizer = torch.optim.AdamW(param_groups(model, ft.weight_decay), lr=ft.lr)
-    try:
-        sampler = SeededBatchSampler(len(train_set), ft.batch_size, ft.seed)
-    except ValueError as exc:
-        raise ConfigError(f"{recipe.source}: finetune: {exc}") from None
+    batch_size = fitting_batch_size(ft.batch_size, len(train_set), "finetune.batch_size")
+    sampler = SeededBatchSampler(len(train_set), batch_size, ft.seed)
     loader = DataLoader(SeededDataset(train_set), batch_sampler=sampler, collate_fn=Collate(),
                         generator=torch.Generator().manual_seed(ft.seed))
     loss_fn = nn.CrossEntropyLoss()
@@ -165,10 +177,15 @@ def finetune_run(run_dir: str | Path, overrides: list[str] = (), device: str = "
     bar.close()
     result = {"finetune": accuracy(model, test_set, recipe.cfg.eval.batch_size, dev),
               "linear_probe": probe, "n_train": len(train_set), "n_test": len(test_set),
-              "steps": ft.max_steps, "mask_ratio": ft.mask_ratio, "mask_mode": ft.mask_mode}
-    tmp = run_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(run_dir / RESULT_FILE)
+              "steps": ft.max_steps, "batch_size": batch_size, "mask_ratio": ft.mask_ratio,
+              "mask_mode": ft.mask_mode}
+    save_atomic({"format": WEIGHTS_FORMAT, "config": to_dict(recipe.cfg), "meta": meta,
+                 "class_names": list(meta.get("class_names", [])), "pooling": pooling,
+                 "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
+                 "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
+                 "norm": {k: v.detach().cpu() for k, v in model.norm.state_dict().items()}},
+                run_dir / WEIGHTS_FILE)
+    write_atomic(run_dir / RESULT_FILE, (json.dumps(result, indent=1) + "\n").encode())
     return result
 
 

@@ -12,7 +12,7 @@ from polyjepa.checkpoint import load_file, load_state, save_atomic
 from polyjepa.config import check_override_scope, to_dict
 from polyjepa.encoders import Backbone
 from polyjepa.errors import CheckpointError, ConfigError
-from polyjepa.paths import check_output_folder
+from polyjepa.paths import check_output_folder, pin_paths
 from polyjepa.registry import list_importers
 
 ENCODER_FILE = "encoder.pt"
@@ -117,6 +117,7 @@ def import_checkpoint(file: str | Path, out_dir: str | Path, source: str | None 
         raise ConfigError(f"--out {out} already holds an encoder; choose another --out")
     blob, path = read_any(file, source)
     recipe = recipe_from_dict(blob["config"], str(path), list(overrides))
+    pin_paths(recipe.cfg)
     meta = blob["meta"]
     if overrides:
         meta = {**meta, **load_datasets(recipe)[2]}

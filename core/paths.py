@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from polyjepa.config import DataConfig
 from polyjepa.errors import ConfigError, DataError
 
 DATA_ROOT_ENV = "POLYJEPA_DATA_ROOT"
@@ -44,6 +45,38 @@ def resolve_path(path: str | Path, root: Path | None, field: str) -> Path:
     if not full.exists():
         raise DataError(f"{field}: no such file or folder: {full} (data root '{root}')")
     return full
+
+
+def pin_paths(cfg) -> list[str]:
+    """Make a recipe's data paths absolute in place (`cfg`: a `RecipeConfig`): `data_root` (or
+    $POLYJEPA_DATA_ROOT, which a later command may not have) and each of the data section's
+    `path_keys` that names a file or folder relative to the working directory. Names such as
+    `builtin:adult-train` and paths under the data root stay as written.
+
+    Returns:
+        `key=original` for each value changed, to show how the run was given its data.
+    """
+    changed = []
+    root = data_root(cfg.data_root)
+    if root is not None and str(root.resolve()) != cfg.data_root:
+        changed.append(f"data_root={cfg.data_root or '$' + DATA_ROOT_ENV}")
+        cfg.data_root = str(root.resolve())
+    keys = cfg.data.path_keys if isinstance(cfg.data, DataConfig) else ()
+    for key in keys:
+        value = getattr(cfg.data, key)
+        if not isinstance(value, str) or not value or _is_name(value):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute() and path.exists():
+            setattr(cfg.data, key, str(path.resolve()))
+            changed.append(f"data.{key}={value}")
+    return changed
+
+
+def _is_name(value: str) -> bool:
+    """`builtin:NAME`, `sklearn:NAME`: a dataset named by a reader, not a path."""
+    scheme, colon, _ = value.partition(":")
+    return bool(colon) and scheme.isidentifier() and len(scheme) > 1
 
 
 def check_output_folder(path: Path, flag: str = "--out") -> None:

@@ -39,7 +39,13 @@ from polyjepa.build import (
     token_layout,
 )
 from polyjepa.checkpoint import load_file, load_state, save_atomic
-from polyjepa.data import Collate, DataSplit, SeededBatchSampler, SeededDataset
+from polyjepa.data import (
+    Collate,
+    DataSplit,
+    SeededBatchSampler,
+    SeededDataset,
+    fitting_batch_size,
+)
 from polyjepa.distributed import (
     any_rank,
     convert_global_batchnorm,
@@ -52,7 +58,7 @@ from polyjepa.ema import momentum_at
 from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
 from polyjepa.hub import ENCODER_FILE, export_encoder
 from polyjepa.monitors import normalized_std, rankme
-from polyjepa.paths import check_output_folder
+from polyjepa.paths import check_output_folder, pin_paths
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
 
@@ -200,8 +206,11 @@ class Trainer:
             seed_everything(cfg.train.seed + self.dist.rank)  # distinct dropout streams per rank
         masker = build_masker(recipe, self.meta, token_layout(self.objective.online))
         self.collate = Collate(masker, host_augmentations, getattr(self.objective, "num_views", 2))
-        try:  # batch size vs data size, and data.on_error, are only checkable here
-            self.sampler = SeededBatchSampler(len(train_set), cfg.train.batch_size, cfg.train.seed,
+        # the batch fits the data: a small dataset trains on batches of all of it
+        self.batch_size = fitting_batch_size(cfg.train.batch_size, len(train_set),
+                                             "train.batch_size", self.dist.world_size)
+        try:  # data.on_error is only checkable here
+            self.sampler = SeededBatchSampler(len(train_set), self.batch_size, cfg.train.seed,
                                               self.dist.rank, self.dist.world_size)
             seeded = SeededDataset(train_set, getattr(cfg.data, "on_error", "raise"))
         except ValueError as exc:
@@ -408,7 +417,7 @@ class Trainer:
         try:
             while self.step < cfg.max_steps:
                 row = self._train_step(batches)
-                samples += cfg.batch_size * cfg.accumulate * self.dist.world_size
+                samples += self.batch_size * cfg.accumulate * self.dist.world_size
                 bar.update(1)
                 last = self.step == cfg.max_steps
                 if self.step % cfg.monitor_every == 0 or last:
@@ -525,8 +534,10 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
                 f"--resume: no checkpoint at {ckpt_path}; start a new run without --resume")
         state = load_file(ckpt_path)
         built = recipe_from_dict(state["config"], str(ckpt_path), overrides)
+        given = pin_paths(built.cfg)
     else:
         built = load_recipe(recipe, overrides)
+        given = pin_paths(built.cfg)
         if ckpt_path.exists():
             state = load_file(ckpt_path)
             changed = [k for k in _differences(state["config"], C.to_dict(built.cfg))
@@ -552,6 +563,7 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
     if main:
         (run_dir / "config.yaml").write_text(
             f"# resolved from {built.source}\n"
+            + (f"# data paths made absolute; given as: {' '.join(given)}\n" if given else "")
             + yaml.safe_dump(C.to_dict(built.cfg), sort_keys=False))
     try:
         trainer.fit()

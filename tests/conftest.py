@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny recipes that train in about a second, and the shared datasets folder."""
+"""Shared fixtures: tiny recipes that train in about a second, and the shared datasets folder;
+and one check over the whole suite: every key an error advises ("lower train.batch_size") is a
+key recipes and overrides accept."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,7 +12,50 @@ from typing import Any
 import pytest
 import yaml
 
-from polyjepa.config import deep_merge
+from polyjepa.config import deep_merge, is_recipe_key
+from polyjepa.errors import PolyjepaError
+
+ADVICE = re.compile(r"\b(?:set|lower|raise|increase|pass|give|use|add|drop|choose)\s+"
+                    r"((?:[a-z_]+\.)+[a-z_]+)(?![\w.])")
+ADVISED: list[tuple[str, str]] = []  # (key, message) of every error raised in this session
+
+
+def advised_keys(message: str) -> list[str]:
+    """The recipe keys a message advises setting, e.g. `["finetune.batch_size"]`."""
+    return ADVICE.findall(message)
+
+
+def unknown_advice(advised: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The `(key, message)` pairs whose key no recipe accepts."""
+    from polyjepa.registry import get_modality, list_modalities
+
+    schemas = [get_modality(m).data_config for m in list_modalities()]
+    return [(k, m) for k, m in advised if not is_recipe_key(k, schemas)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_advice():
+    """Record the advice of every polyjepa error the suite raises (checked at the end)."""
+    real = PolyjepaError.__init__
+
+    def record(self, *args):
+        if args and isinstance(args[0], str):
+            ADVISED.extend((key, args[0]) for key in advised_keys(args[0]))
+        real(self, *args)
+
+    PolyjepaError.__init__ = record
+    yield
+    PolyjepaError.__init__ = real
+
+
+def pytest_sessionfinish(session, exitstatus):
+    bad = unknown_advice(ADVISED)
+    if bad:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for key, message in sorted(set(bad)):
+            reporter.write_line(f"error advice names '{key}', which no recipe accepts: {message}",
+                                red=True)
+        session.exitstatus = 1
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()

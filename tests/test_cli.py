@@ -209,6 +209,35 @@ def test_tokens_of_another_width_than_the_encoder_are_a_one_line_error(trained, 
     assert not (tmp_path / "run").exists()  # nothing half-written
 
 
+def test_a_run_finds_its_data_from_any_folder(tmp_path, tiny_recipe, monkeypatch, capsys):
+    """Relative data paths (to the working directory, or under $POLYJEPA_DATA_ROOT) are stored
+    absolute: `eval` and `embed` work from elsewhere and without the variable."""
+    data = tmp_path / "data" / "tables"
+    data.mkdir(parents=True)
+    synthetic_frame(300, seed=1).to_csv(data / "rows.csv", index=False)
+    synthetic_frame(100, seed=2).to_csv(data / "more.csv", index=False)
+    tiny_recipe({"data": {"path": "tables/rows.csv", "test_path": None, "target": "label"}},
+                synthetic=False, name="recipe.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_ROOT_ENV, "data")  # relative, and gone after training
+    assert main(["pretrain", "recipe.yaml", "data.test_path=data/tables/more.csv",
+                 "--out", "run"]) == 0, capsys.readouterr().err
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "given as: data_root=$POLYJEPA_DATA_ROOT data.test_path=data/tables/more.csv" in saved
+    config = read_recipe(tmp_path / "run" / "config.yaml")
+    assert config["data_root"] == str(tmp_path / "data")
+    assert config["data"]["test_path"] == str(data / "more.csv")
+    assert config["data"]["path"] == "tables/rows.csv"  # under the (now absolute) root
+    capsys.readouterr()
+    monkeypatch.delenv(DATA_ROOT_ENV)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(tmp_path / "run"), "eval.init_seeds=1", "--json", "--device",
+                 "cpu"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["n_test"] == 100
+
+
 def test_pretrain_into_a_run_of_another_recipe_errors(trained, capsys):
     recipe, run, _ = trained
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import advised_keys, unknown_advice
 
 from polyjepa import config as C
 from polyjepa.build import (
@@ -414,7 +415,6 @@ def _value_case(name: str) -> pytest.param:
     _value_case("train.checkpoint_every=0"),  # ZeroDivisionError at step 1
     _value_case("train.batch_size=0"),  # ZeroDivisionError in the sampler
     _value_case("train.accumulate=0"),  # trains: steps with no micro-batch, loss 0
-    _value_case("train.batch_size=5000"),  # ValueError (not ConfigError) from the sampler
     _value_case("ema.schedule=bogus"),  # ValueError at step 1
     _value_case("train.device=bogus"),  # RuntimeError from torch.device
     _value_case("masker=null"),  # ValueError from JEPA.forward at step 1
@@ -426,3 +426,14 @@ def test_impossible_values_are_config_errors(tmp_path, tiny_recipe, override):
     with pytest.raises(ConfigError):
         pretrain(tiny_recipe(), [override], out)
     assert not out.exists()
+
+
+def test_advice_keys_are_checked_against_the_recipe_schema():
+    """The suite-wide check in conftest: an error advising a key no recipe accepts fails it."""
+    message = ("data.csv: batch of 64 > 50 rows; lower finetune.batch_size, set "
+               "model.encoder.dim or data.label_regex, not train.batch_sze")
+    assert advised_keys(message) == ["finetune.batch_size", "model.encoder.dim"]
+    assert advised_keys("lower train.batch_sze (see eval.seed)") == ["train.batch_sze"]
+    assert unknown_advice([("train.batch_sze", "m"), ("data.label_regex", "m"),
+                           ("data.moving_mnist.train_clips", "m"), ("finetune.lr", "m")]) == \
+        [("train.batch_sze", "m")]

@@ -10,12 +10,13 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from polyjepa.build import load_datasets, recipe_from_dict, split_augmentations
+from polyjepa.build import build_backbone, load_datasets, recipe_from_dict, split_augmentations
+from polyjepa.checkpoint import load_file
 from polyjepa.cli import main
 from polyjepa.config import deep_merge
 from polyjepa.errors import ConfigError
 from polyjepa.evaluate import evaluate_run
-from polyjepa.finetune import RESULT_FILE, Classifier, finetune_run
+from polyjepa.finetune import RESULT_FILE, WEIGHTS_FILE, Classifier, accuracy, finetune_run
 from polyjepa.hub import load_encoder, read_run_config
 from polyjepa.train import pretrain
 from polyjepa.types import Tokens
@@ -40,6 +41,25 @@ def test_finetune_trains_the_encoder_and_reports_beside_the_probe(run_dir):
     assert json.loads((run_dir / RESULT_FILE).read_text()) == result
     # breast cancer: a majority-class guess scores ~0.63; a trained classifier does far better
     assert result["finetune"] > 0.85 and result["linear_probe"] > 0.85
+    # the fine-tuned weights are saved beside the result, and score what it says
+    saved = load_file(run_dir / WEIGHTS_FILE)
+    recipe = recipe_from_dict(saved["config"], "finetuned.pt")
+    backbone = build_backbone(recipe, saved["meta"])
+    backbone.load_state_dict(saved["backbone"])
+    model = Classifier(backbone, len(saved["class_names"]), saved["pooling"], backbone.dim)
+    model.head.load_state_dict(saved["head"])
+    model.norm.load_state_dict(saved["norm"])
+    test_set = load_datasets(recipe)[1]
+    assert accuracy(model, test_set, 64, torch.device("cpu")) == result["finetune"]
+    assert not torch.equal(saved["backbone"]["encoder.norm.weight"],
+                           load_encoder(run_dir).state_dict()["encoder.norm.weight"])  # trained
+
+
+def test_finetune_batch_larger_than_the_data_is_capped(run_dir):
+    with pytest.warns(UserWarning, match=r"finetune.batch_size=1000 is larger than the 455"):
+        result = finetune_run(run_dir, ["finetune.max_steps=2", "finetune.batch_size=1000"],
+                              device="cpu", progress=False)
+    assert result["batch_size"] == 455
 
 
 def test_finetune_rejects_overrides_of_pretraining_keys(run_dir):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -24,8 +25,8 @@ from torch.utils.data import DataLoader
 from polyjepa import train as T
 from polyjepa.build import build_masker, build_objective, load_datasets
 from polyjepa.checkpoint import load_file, load_state, save_atomic
-from polyjepa.data import Collate, SeededBatchSampler, SeededDataset
-from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
+from polyjepa.data import Collate, SeededBatchSampler, SeededDataset, fitting_batch_size
+from polyjepa.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from polyjepa.monitors import normalized_std, rankme
 from polyjepa.objectives import JEPA
 from polyjepa.predictors import JEPAPredictor
@@ -181,8 +182,28 @@ def test_sampler_permutations_per_epoch_and_rank():
     assert len(ranks[0]) == 5
     parts = [[i for b in s for i, _, _ in b] for s in ranks]
     assert not set(parts[0]) & set(parts[1]) and len(parts[0]) == len(parts[1]) == 50
-    with pytest.raises(ValueError, match="lower train.batch_size"):
+    with pytest.raises(ValueError, match="a batch of 11 is larger than the 10 samples"):
         SeededBatchSampler(10, 11, seed=0)
+
+
+def test_a_batch_larger_than_the_data_is_capped_with_one_warning(tmp_path):
+    with pytest.warns(UserWarning, match=r"train.batch_size=64 is larger than the 50 training "
+                                         r"samples: batches of 50"):
+        assert fitting_batch_size(64, 50, "train.batch_size") == 50
+    with pytest.warns(UserWarning, match="25 training samples per process"):
+        assert fitting_batch_size(64, 50, "train.batch_size", world_size=2) == 25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fitting_batch_size(32, 50, "finetune.batch_size") == 32
+    with pytest.raises(DataError, match="fewer processes"):
+        fitting_batch_size(8, 1, "train.batch_size", world_size=2)
+    # a whole run on 120 rows with batch 256: trains (on batches of all 120) instead of failing
+    raw = tiny_recipe(train={"batch_size": 256, "max_steps": 2},
+                      data={"path": "sklearn:iris", "test_path": None, "test_fraction": 0.2},
+                      synthetic=False)
+    with pytest.warns(UserWarning, match="train.batch_size=256 is larger than the 120"):
+        run = pretrain(write_recipe(raw, tmp_path), [], tmp_path / "run")
+    assert (run / "encoder.pt").exists()
 
 
 def test_batches_cross_epochs_from_resumed_position(tmp_path):

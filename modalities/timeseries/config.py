@@ -16,6 +16,8 @@ class TimeSeriesDataConfig(DataConfig):
     # table (wide: one row per series; long: one row per time step), a `.npy`/`.npz` array
     # `[N, C, T]` (`.npz`: `x`, optional `y`), or "builtin:cartpole" (simulated trajectories with
     # actions, see `cartpole`); relative paths are looked up under the data root.
+    path_keys = ("path", "test_path")
+
     path: str = ""
     # Held-out file in the same format; None -> the `_TEST` twin of a `_TRAIN` file, else a
     # seeded stratified split of `path` holding out `test_fraction`.
