@@ -27,11 +27,22 @@ def _cmd_list(args: argparse.Namespace) -> None:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> None:
-    from polyjepa.config import list_recipes, read_recipe
+    from polyjepa import catalog
 
-    for name, path in list_recipes().items():
-        raw = read_recipe(path)
-        print(f"{name:<20} {raw.get('modality', '?'):<12} {raw.get('paper', '')}")
+    if args.name is None:
+        rows = catalog.summary_rows()
+        widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0] if k != "paper"}
+        print("  ".join(k.ljust(w) for k, w in widths.items()) + "  paper")
+        for row in rows:
+            print("  ".join(row[k].ljust(w) for k, w in widths.items()) + f"  {row['paper']}")
+        print("details and every key: polyjepa recipes NAME; a duration estimate: add --time")
+        return
+    print(catalog.describe(args.name, args.overrides))
+    if args.time:
+        t = catalog.time_steps(args.name, args.overrides)
+        print(f"\ntimed here: {t['seconds_per_step']:.3f} s per step ({t['samples_per_s']:.0f} "
+              f"samples/s); {t['max_steps']} steps take about {t['estimated_minutes']:.1f} min "
+              "(data loading, probes and evaluation not included)")
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
@@ -125,7 +136,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"polyjepa {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="installed modalities and components").set_defaults(fn=_cmd_list)
-    sub.add_parser("recipes", help="shipped recipes").set_defaults(fn=_cmd_recipes)
+    rec = sub.add_parser("recipes", help="shipped recipes; with a NAME, its header and every key "
+                                        "with its value, type and default")
+    rec.add_argument("name", nargs="?", help="a shipped recipe name or a YAML path")
+    rec.add_argument("overrides", nargs="*", help="key.sub=value overrides to resolve with")
+    rec.add_argument("--time", action="store_true",
+                     help="train 20 steps here and estimate the whole run's duration")
+    rec.set_defaults(fn=_cmd_recipes)
     pre = sub.add_parser("pretrain", help="pretrain an encoder from a recipe")
     pre.add_argument("recipe", help="a shipped recipe name (see `polyjepa recipes`) or a YAML path")
     pre.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe")
@@ -190,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.fn(args)
+    except BrokenPipeError:  # `polyjepa recipes NAME | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (PolyjepaError, OSError) as exc:  # OSError: unwritable folder, full disk, ...
         print(f"polyjepa {args.command}: error: {exc}", file=sys.stderr)
         return 2

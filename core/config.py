@@ -171,6 +171,9 @@ class RecipeConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     data_root: str | None = None  # relative data paths resolve here; default $POLYJEPA_DATA_ROOT
     paper: str = ""  # citation of the method this recipe reproduces
+    # demo: sized to train in minutes on a CPU (what `polyjepa recipes` marks); paper: the
+    # published run's length and size
+    scale: str = "paper"
     synthetic: bool = False  # train on the modality's built-in synthetic data instead of `data`
 
 
@@ -390,6 +393,7 @@ CHOICES = {
     "train.precision": ("fp32", "bf16", "fp16", "auto"),
     "eval.pooling": POOLINGS,
     "eval.split": ("test", "val"),
+    "scale": ("paper", "demo"),
 }
 AT_LEAST_ONE = ("max_steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
                 "monitor_every")
@@ -463,8 +467,9 @@ def check_values(cfg: RecipeConfig, source: str) -> None:
     if cfg.train.num_workers < 0:
         raise ConfigError(f"{source}: train.num_workers must be >= 0")
     for key, options in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
         if value not in options:
             raise ConfigError(f"{source}: {key}: unknown value '{value}'; choose from {', '.join(options)}")
     device = cfg.train.device

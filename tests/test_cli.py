@@ -99,13 +99,39 @@ def trained(cli):
 def test_recipes_lists_shipped_recipes(cli):
     proc = cli.result("recipes")
     assert proc.returncode == 0, proc.stderr
-    rows = [line.split() for line in proc.stdout.splitlines() if line.strip()]
-    assert [row[0] for row in rows] == list(list_recipes())
-    assert {"t_jepa", "t_jepa_demo", "byol_a", "byol_a_demo", "a_jepa"} <= {row[0] for row in rows}
-    for name, modality, *paper in rows:  # each row shows the recipe's own modality and paper
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["name", "modality", "scale", "data", "steps", "paper"]
+    assert "polyjepa recipes NAME" in lines[-1]
+    rows = {line.split()[0]: line for line in lines[1:-1]}
+    assert list(rows) == list(list_recipes())
+    for name, line in rows.items():  # each row shows the recipe's own modality, scale, length
         raw = read_recipe(list_recipes()[name])
-        assert modality == raw["modality"] and " ".join(paper) == raw["paper"]
-    assert any("arXiv:2410.05016" in " ".join(row) for row in rows)
+        _, modality, scale, *_ = line.split()
+        assert modality == raw["modality"] and line.endswith(raw["paper"])
+        assert scale == ("demo" if "demo" in name else raw.get("scale", "paper")), name
+        steps = f"{raw['train']['max_steps']}x{raw['train']['batch_size']}"
+        assert steps in line.split(), (name, line)
+    assert "builtin:adult-train" in rows["t_jepa_demo"] and "1500x256" in rows["t_jepa_demo"]
+
+
+def test_recipes_name_shows_its_header_and_every_key(capsys, tmp_path, tiny_recipe):
+    assert main(["recipes", "t_jepa_demo", "train.max_steps=7"]) == 0
+    out = capsys.readouterr().out
+    assert "# T-JEPA demo: t_jepa.yaml" in out and "polyjepa recipes t_jepa" in out
+    lines = {line.split(" = ")[0].strip(" *"): line for line in out.splitlines() if " = " in line}
+    assert lines["train.max_steps"].lstrip().startswith("* train.max_steps = 7  (int, default")
+    assert lines["data.val_fraction"].lstrip().startswith("* data.val_fraction = 0.1  (float")
+    assert lines["finetune.batch_size"].lstrip().startswith("finetune.batch_size = ")  # default
+    assert "'name': 'transformer'" in lines["model.encoder"] and "'depth': 4" in lines["model.encoder"]
+    for section in ("data.", "model.", "train.", "eval.", "finetune.", "optim.", "ema."):
+        assert any(k.startswith(section) for k in lines), section
+    assert main(["recipes", "t_jepa_demo", "train.max_stepz=7"]) == 2
+    assert "unknown key 'train.max_stepz'" in one_line_error(capsys.readouterr().err, "recipes")
+    # --time trains a few steps here and extrapolates
+    recipe = tiny_recipe({"train": {"max_steps": 500}})
+    assert main(["recipes", str(recipe), "--time"]) == 0
+    timed = capsys.readouterr().out.splitlines()[-1]
+    assert timed.startswith("timed here: ") and "500 steps take about" in timed
 
 
 def test_pretrain_bad_override_is_a_one_line_error(cli):

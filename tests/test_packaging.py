@@ -90,3 +90,28 @@ def test_wheel_entry_points_and_console_script(wheel):
     metadata = dist_info(wheel, "METADATA")
     assert "Name: polyjepa\n" in metadata
     assert "Requires-Python: >=3.11" in metadata
+
+
+def test_the_command_line_answers_help_version_and_recipes_without_torch():
+    """`--help`, `--version` and `recipes` parse and answer before importing torch, timm or any
+    plugin (benchmarks/bench_startup.py measures the time)."""
+    probe = ("import sys; from polyjepa.cli import main\n"
+             "for argv in (['--version'], ['--help'], ['recipes']):\n"
+             "    try:\n"
+             "        main(argv)\n"
+             "    except SystemExit:\n"
+             "        pass\n"
+             "heavy = [m for m in ('torch', 'timm', 'sklearn', 'polyjepa.modalities')"
+             " if m in sys.modules]\n"
+             "print('heavy:', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert "polyjepa 0.1.0" in out and "usage: polyjepa" in out and "t_jepa_demo" in out
+    assert out.strip().endswith("heavy: []"), out
+    # and the public names still resolve, on first use
+    names = subprocess.run([sys.executable, "-c", "import polyjepa, sys; "
+                            "print('torch' in sys.modules, polyjepa.JEPA.__name__, "
+                            "polyjepa.embed.__module__, "
+                            "all(getattr(polyjepa, n) is not None for n in polyjepa.__all__))"],
+                           capture_output=True, text=True).stdout.split()
+    assert names == ["False", "JEPA", "polyjepa.embedding", "True"]

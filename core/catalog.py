@@ -1,0 +1,127 @@
+"""What a recipe is, from the command line: `polyjepa recipes` (one line per shipped recipe: its
+modality, scale, data and length) and `polyjepa recipes NAME` (its header, then every key with
+its value, type and default; `--time` measures a few steps on this machine)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any
+
+from polyjepa import config as C
+
+SECTIONS = ("data", "model", "objective", "masker", "augmentations", "regularizers", "ema",
+            "optim", "train", "eval", "finetune")
+
+
+def summary_rows() -> list[dict[str, str]]:
+    """One row per shipped recipe: `name`, `modality`, `scale` (demo: sized to train in minutes
+    on a CPU; paper: the published run), `data`, `steps` (steps x batch) and `paper`. Read from
+    the YAML alone: no plugin is imported."""
+    rows = []
+    train = C.TrainConfig()
+    for name, path in C.list_recipes().items():
+        raw = C.read_recipe(path)
+        data = raw.get("data") or {}
+        steps = raw.get("train", {}).get("max_steps", train.max_steps)
+        batch = raw.get("train", {}).get("batch_size", train.batch_size)
+        rows.append({"name": name, "modality": str(raw.get("modality", "?")),
+                     "scale": str(raw.get("scale", "paper")),
+                     "data": "synthetic" if raw.get("synthetic") else _data_name(data),
+                     "steps": f"{steps}x{batch}", "paper": str(raw.get("paper", ""))})
+    return rows
+
+
+def _data_name(data: dict) -> str:
+    path = str(data.get("path") or "your data (data.path=...)")
+    if data.get("moving_mnist"):
+        return f"Moving MNIST from {path}"
+    return path
+
+
+def header(path: Path) -> list[str]:
+    """The comment lines a recipe file starts with (its documentation), without the `#`."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].removeprefix(" "))
+    return lines
+
+
+def describe(name_or_path: str, overrides: list[str] = ()) -> str:
+    """A recipe's header and every key it resolves to (its base and `overrides` applied):
+    `key = value  (type, default D)`, with `*` where the recipe changes the default."""
+    from polyjepa.build import load_recipe
+
+    path = C.find_recipe(name_or_path)
+    recipe = load_recipe(name_or_path, list(overrides))
+    raw = C.read_yaml(path)
+    lines = [f"# {path}", *(f"# {line}" for line in header(path))]
+    if "base" in raw:
+        lines.append(f"# (base: {raw['base']}; its header: polyjepa recipes {raw['base']})")
+    cfg = recipe.cfg
+    lines.append("")
+    for key in ("modality", "paper", "scale", "synthetic", "data_root"):
+        lines.append(_key_line(key, getattr(cfg, key), C.RecipeConfig, key))
+    for section in SECTIONS:
+        value = getattr(cfg, section)
+        lines.append(f"{section}:")
+        if dataclasses.is_dataclass(value):
+            lines += _dataclass_lines(value, section)
+        else:
+            lines.append(f"  {section} = {value!r}  (component spec: name + its options)")
+    return "\n".join(lines)
+
+
+def _dataclass_lines(obj: Any, prefix: str) -> list[str]:
+    lines = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            lines += _dataclass_lines(value, key)
+        else:
+            lines.append("  " + _key_line(key, value, type(obj), f.name))
+    return lines
+
+
+def _key_line(key: str, value: Any, cls: type, name: str) -> str:
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if field.default is not dataclasses.MISSING:
+        default = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        default = field.default_factory()
+    else:
+        default = "required"
+    tp = typing.get_type_hints(cls)[name]
+    kind = str(tp).replace("typing.", "") if typing.get_args(tp) else getattr(tp, "__name__", tp)
+    mark = " " if C.to_dict(value) == C.to_dict(default) else "*"
+    return f"{mark} {key} = {C.to_dict(value)!r}  ({kind}, default {C.to_dict(default)!r})"
+
+
+def time_steps(name_or_path: str, overrides: list[str] = (), steps: int = 20) -> dict:
+    """Train `steps` steps of a recipe in a temporary folder and extrapolate to its whole run.
+
+    Returns:
+        `{"samples_per_s", "seconds_per_step", "max_steps", "estimated_minutes"}`, measured on
+        the second half of the steps (the first half absorbs start-up).
+    """
+    from polyjepa.build import load_recipe
+    from polyjepa.train import pretrain
+
+    cfg = load_recipe(name_or_path, list(overrides)).cfg.train
+    half = max(1, steps // 2)
+    probe = ["train.probe_every=null", "train.keep_checkpoints=[]", "train.keep_every=null",
+             f"train.max_steps={2 * half}", f"train.log_every={half}",
+             f"train.checkpoint_every={10 * steps}", "train.progress=false"]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = pretrain(name_or_path, [*overrides, *probe], Path(tmp) / "run")
+        rows = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    rate = json.loads(rows[-1])["samples_per_s"]
+    per_step = cfg.batch_size * cfg.accumulate / rate
+    return {"samples_per_s": rate, "seconds_per_step": per_step, "max_steps": cfg.max_steps,
+            "estimated_minutes": cfg.max_steps * per_step / 60}
