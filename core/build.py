@@ -8,6 +8,7 @@ e.g. `num_numeric`, `cardinalities`, `num_tokens`, and widths such as `dim` / `i
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,27 @@ def load_recipe(recipe: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 def recipe_from_dict(raw: dict, source: str, overrides: list[str] = ()) -> Recipe:
+    """Validate a recipe dict with `key=value` overrides. An override of `data.path` resets the
+    recipe's settings of its own dataset (`DataConfig.dataset_keys`: test file, label pattern,
+    generator, ...) unless they are overridden too, with one warning naming them."""
+    reset: list[str] = []
     if overrides:
+        modality = C.apply_overrides(raw, list(overrides)).get("modality")
+        if isinstance(modality, str):
+            raw, reset = C.reset_dataset_keys(raw, list(overrides),
+                                              get_modality(modality).data_config)
         raw = C.apply_overrides(raw, list(overrides))
         source = f"{source} (with command-line overrides)"
     modality = raw.get("modality")
     if not isinstance(modality, str):
         raise ConfigError(f"{source}: missing required key 'modality' (e.g. modality: tabular)")
     plugin = get_modality(modality)
-    return Recipe(C.validate(raw, source, plugin.data_config), source, plugin)
+    recipe = Recipe(C.validate(raw, source, plugin.data_config), source, plugin)
+    if reset:
+        warnings.warn(f"data.path given, so the recipe's settings of its own data were reset "
+                      f"to their defaults: {', '.join(reset)} (give them on the command line "
+                      "too to keep them)", stacklevel=2)
+    return recipe
 
 
 @dataclass

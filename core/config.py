@@ -45,6 +45,10 @@ class DataConfig:
     # Keys holding file or folder paths: a run stores them absolute (`polyjepa.paths.pin_paths`),
     # so that `eval`, `finetune` and `embed` find its data from any folder.
     path_keys: typing.ClassVar[tuple[str, ...]] = ()
+    # Keys that describe one particular dataset (its test file, label pattern, columns, a
+    # generator), and the value each takes when a command line gives another `data.path`: a
+    # demo's settings for its own data must not silently apply to the user's (`reset_dataset_keys`).
+    dataset_keys: typing.ClassVar[dict[str, Any]] = {}
 
 
 @dataclass
@@ -294,6 +298,27 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = child
         node[path[-1]] = value
     return raw
+
+
+def reset_dataset_keys(raw: dict, overrides: list[str], schema: type | None
+                       ) -> tuple[dict, list[str]]:
+    """When `overrides` give `data.path`, the recipe's settings of its own dataset (the data
+    schema's `dataset_keys`) go back to their neutral values unless `overrides` give them too.
+
+    Returns:
+        The recipe dict to apply `overrides` to, and the keys reset (`data.test_path`, ...).
+    """
+    given = [tuple(parse_override(o)[0]) for o in overrides]
+    data = raw.get("data")
+    if ("data", "path") not in given or not isinstance(data, dict) or not (
+            isinstance(schema, type) and issubclass(schema, DataConfig)):
+        return raw, []
+    data, reset = dict(data), []
+    for key, neutral in schema.dataset_keys.items():
+        if key in data and data[key] != neutral and not any(g[:2] == ("data", key) for g in given):
+            data[key] = neutral
+            reset.append(f"data.{key}")
+    return {**raw, "data": data}, reset
 
 
 def check_override_scope(overrides: list[str], sections: tuple[str, ...], command: str) -> None:

@@ -264,6 +264,38 @@ def test_a_run_finds_its_data_from_any_folder(tmp_path, tiny_recipe, monkeypatch
     assert json.loads(capsys.readouterr().out)["n_test"] == 100
 
 
+def test_a_demo_on_your_own_csv_forgets_the_demos_data_settings(tmp_path, capsys):
+    """`t_jepa_demo data.path=my.csv`: Adult's test file and columns are not applied to it."""
+    frame = synthetic_frame(120, seed=4)
+    frame.to_csv(tmp_path / "mine.csv", index=False)
+    with pytest.warns(UserWarning, match=r"reset to their defaults: data.test_path"):
+        code = main(["pretrain", "t_jepa_demo", f"data.path={tmp_path / 'mine.csv'}",
+                     "data.target=label", "train.max_steps=2", "train.progress=false",
+                     "train.probe_every=null", "train.keep_checkpoints=[]",
+                     "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    config = read_recipe(tmp_path / "run" / "config.yaml")
+    assert config["data"]["test_path"] is None and config["data"]["target"] == "label"
+
+
+def test_a_video_demo_on_your_own_clips_reads_them(tmp_path, capsys):
+    """`vj_vcr_demo data.path=clips.csv` reads the user's clips instead of generating Moving
+    MNIST (which would fail: no MNIST files)."""
+    rng = np.random.default_rng(0)
+    rows = ["path,label"]
+    for k in range(12):
+        np.save(tmp_path / f"c{k}.npy", (rng.random((16, 32, 32)) * 255).astype(np.uint8))
+        rows.append(f"c{k}.npy,{'ab'[k % 2]}")
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match="data.moving_mnist"):
+        code = main(["pretrain", "vj_vcr_demo", f"data.path={tmp_path / 'clips.csv'}",
+                     "data.val_fraction=0", "train.probe_every=null", "train.max_steps=1",
+                     "train.keep_checkpoints=[]", "train.progress=false",
+                     "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "encoder.pt").is_file()
+
+
 def test_pretrain_into_a_run_of_another_recipe_errors(trained, capsys):
     recipe, run, _ = trained
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}

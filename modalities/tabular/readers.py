@@ -62,6 +62,8 @@ class TabularDataConfig(DataConfig):
     # CSV/TSV/.gz/Parquet file, "builtin:NAME" (bundled with polyjepa) or "sklearn:NAME"
     # (breast_cancer, wine, iris, digits); relative paths are looked up under the data root.
     path_keys = ("path", "test_path")
+    dataset_keys = {"test_path": None, "target": -1, "categorical": None, "delimiter": None,
+                    "header": None}
 
     path: str = "builtin:adult-train"
     # Held-out file with the same columns; None -> a seeded stratified split of `path`.

@@ -17,6 +17,7 @@ class TimeSeriesDataConfig(DataConfig):
     # `[N, C, T]` (`.npz`: `x`, optional `y`), or "builtin:cartpole" (simulated trajectories with
     # actions, see `cartpole`); relative paths are looked up under the data root.
     path_keys = ("path", "test_path")
+    dataset_keys = {"test_path": None, "label_column": "label", "value_columns": None}
 
     path: str = ""
     # Held-out file in the same format; None -> the `_TEST` twin of a `_TRAIN` file, else a

@@ -43,6 +43,8 @@ SHORT_POLICIES = ("loop", "pad", "skip")
 class VideoDataConfig(FileDataConfig):
     """The `data:` section of a video recipe (layout and splits: `FileDataConfig`)."""
 
+    dataset_keys = {**FileDataConfig.dataset_keys, "moving_mnist": None}
+
     extensions: list[str] = field(default_factory=lambda: [*VIDEO_EXTENSIONS, *ARRAY_EXTENSIONS])
     num_frames: int = 16  # frames per clip
     frame_stride: int = 1  # every k-th frame
