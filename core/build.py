@@ -19,7 +19,7 @@ from polyjepa import config as C
 from polyjepa.data import carve_validation
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError
-from polyjepa.paths import data_root
+from polyjepa.paths import DATA_ROOT_ENV, data_root
 from polyjepa.pooling import pooled_dim
 from polyjepa.registry import ModalityPlugin, get_component, get_modality
 
@@ -81,6 +81,12 @@ def load_splits(recipe: Recipe) -> Splits:
     if cfg.synthetic:
         train, test, meta = recipe.plugin.synthetic(seed=cfg.train.seed)
     else:
+        if isinstance(cfg.data, C.DataConfig) and "path" in cfg.data.path_keys \
+                and not cfg.data.path:
+            raise ConfigError(f"{recipe.source}: data.path is empty: this recipe trains on your "
+                              "data; give it on the command line, e.g. data.path=my_data (a "
+                              "file or folder; relative paths are looked up in the working "
+                              f"folder, then under ${DATA_ROOT_ENV})")
         train, test, meta = recipe.plugin.load_data(cfg.data, data_root(cfg.data_root))
     val = None
     if C.val_fraction(cfg) > 0:

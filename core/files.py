@@ -116,7 +116,9 @@ def _folder_files(folder: Path, cfg: FileDataConfig, field_name: str, what: str,
             match = pattern.search(p.name)
             if match is None:
                 raise DataError(f"{p}: file name does not match data.label_regex "
-                                f"{cfg.label_regex!r}")
+                                f"{cfg.label_regex!r}; for class sub-folders set "
+                                "data.label_regex=null (the my_* recipes of `polyjepa recipes` "
+                                "read your data that way)")
             groups = {k: v for k, v in match.groupdict().items() if v is not None}
             files.append(LabelledFile(p, groups.get("label"), groups))
         return files
