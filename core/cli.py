@@ -131,6 +131,20 @@ def _cmd_embed(args: argparse.Namespace) -> None:
           + (f"; ids and labels to {files[1]}" if len(files) > 1 else " (with ids and labels)"))
 
 
+def _keys_epilog(section: str) -> str:
+    """`section.key=default` for every key of a recipe section, for a command's --help."""
+    import dataclasses
+
+    from polyjepa import config as C
+
+    cls = {"eval": C.EvalConfig, "finetune": C.FinetuneConfig}[section]
+    defaults = cls()
+    keys = [f"{section}.{f.name}={C.to_dict(getattr(defaults, f.name))}"
+            for f in dataclasses.fields(cls)]
+    return (f"{section}.* keys and their defaults (README, Evaluation; `polyjepa recipes NAME` "
+            "shows a recipe's values):\n  " + "\n  ".join(keys))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="polyjepa", description=__doc__)
     p.add_argument("--version", action="version", version=f"polyjepa {__version__}")
@@ -152,7 +166,9 @@ def parser() -> argparse.ArgumentParser:
                      help="processes on this machine (launches torchrun; DDP, gloo on CPU)")
     pre.set_defaults(fn=_cmd_pretrain)
     ev = sub.add_parser("eval", help="linear probe + kNN (+ label efficiency, ...) vs random-init "
-                                     "and raw-feature baselines, for one run or several")
+                                     "and raw-feature baselines, for one run or several",
+                        epilog=_keys_epilog("eval"),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("run_dir", nargs="+",
                     help="one or more run directories (e.g. pretraining seeds: reported each and "
                          "mean ± std across them), then data.*/eval.* overrides, e.g. "
@@ -169,7 +185,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.set_defaults(fn=_cmd_eval)
     ft = sub.add_parser("finetune", help="train encoder + linear head on labels; report beside "
-                                         "the frozen linear probe")
+                                         "the frozen linear probe",
+                        epilog=_keys_epilog("finetune"),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ft.add_argument("run_dir")
     ft.add_argument("overrides", nargs="*", help="finetune.*/data.*/eval.* overrides")
     ft.add_argument("--json", action="store_true", help="print one JSON object")

@@ -96,7 +96,8 @@ def test_the_command_line_answers_help_version_and_recipes_without_torch():
     """`--help`, `--version` and `recipes` parse and answer before importing torch, timm or any
     plugin (benchmarks/bench_startup.py measures the time)."""
     probe = ("import sys; from polyjepa.cli import main\n"
-             "for argv in (['--version'], ['--help'], ['recipes']):\n"
+             "for argv in (['--version'], ['--help'], ['recipes'], ['eval', '--help'],\n"
+             "             ['finetune', '--help']):\n"
              "    try:\n"
              "        main(argv)\n"
              "    except SystemExit:\n"
@@ -107,6 +108,7 @@ def test_the_command_line_answers_help_version_and_recipes_without_torch():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     assert "polyjepa 0.1.0" in out and "usage: polyjepa" in out and "t_jepa_demo" in out
+    assert "eval.shots=[1, 2, 5, 10, 20]" in out and "finetune.batch_size=64" in out
     assert out.strip().endswith("heavy: []"), out
     # and the public names still resolve, on first use
     names = subprocess.run([sys.executable, "-c", "import polyjepa, sys; "
