@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,31 +120,22 @@ def embed(run: str | Path, data: Any, pooling: str | None = None, device: str = 
     return Embeddings(x, labels, ids, [str(c) for c in blob["meta"].get("class_names", [])])
 
 
-class _as_path:
-    """Context: a path to read `data` from (itself, or a temporary file holding it)."""
+@contextmanager
+def _as_path(data: Any) -> Iterator[str]:
+    """A path to read `data` from: itself, or a temporary file holding an array or a table."""
+    if isinstance(data, (str, Path)):
+        yield str(data)
+        return
+    import pandas as pd
 
-    def __init__(self, data: Any) -> None:
-        self.data, self.tmp = data, None
-
-    def __enter__(self) -> str:
-        data = self.data
-        if isinstance(data, (str, Path)):
-            return str(data)
-        if isinstance(data, np.ndarray):
-            self.tmp = tempfile.TemporaryDirectory()
-            path = Path(self.tmp.name) / "array.npy"
-            np.save(path, data)
-            return str(path)
-        import pandas as pd
-
-        if isinstance(data, pd.DataFrame):
-            self.tmp = tempfile.TemporaryDirectory()
-            path = Path(self.tmp.name) / "table.csv"
-            data.to_csv(path, index=False)
-            return str(path)
+    if not isinstance(data, (np.ndarray, pd.DataFrame)):
         raise PolyjepaError(f"embed: data must be a path, a pandas DataFrame or a numpy array, "
                             f"got {type(data).__name__}")
-
-    def __exit__(self, *exc) -> None:
-        if self.tmp is not None:
-            self.tmp.cleanup()
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(data, np.ndarray):
+            path = Path(tmp) / "array.npy"
+            np.save(path, data)
+        else:
+            path = Path(tmp) / "table.csv"
+            data.to_csv(path, index=False)
+        yield str(path)
