@@ -88,10 +88,10 @@ def few_shot(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_tes
     fit_shots = min(shots, int(sizes[fit_ways - 1]))
     if (fit_ways, fit_shots) != (ways, shots):
         warnings.warn(f"few-shot {ways}-way {shots}-shot: the data has {len(present)} classes "
-                      f"with test samples, the {fit_ways}th largest with {sizes[fit_ways - 1]} "
-                      f"training samples; episodes are {fit_ways}-way {fit_shots}-shot instead "
-                      "(set eval.few_shot_ways / eval.few_shot_shots to silence this)",
-                      stacklevel=2)
+                      f"with test samples, and {fit_ways} of them have at least "
+                      f"{sizes[fit_ways - 1]} training samples; episodes are {fit_ways}-way "
+                      f"{fit_shots}-shot instead (set eval.few_shot_ways / eval.few_shot_shots "
+                      "to silence this)", stacklevel=2)
         ways, shots = fit_ways, fit_shots
     classes = [k for k in present if (y_train == k).sum() >= shots]
     rng = np.random.default_rng(seed)
