@@ -8,6 +8,7 @@ e.g. `num_numeric`, `cardinalities`, `num_tokens`, and widths such as `dim` / `i
 from __future__ import annotations
 
 import inspect
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,7 @@ def call_factory(spec: dict, kind: str, field: str, recipe: Recipe, context: dic
     params = inspect.signature(component.factory).parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in spec.items() if k != "name"}
+    hints = option_types(component.factory)
     for key in kwargs:
         if key not in params and not accepts_any:
             options = ", ".join(p for p in params if p not in context) or "none"
@@ -124,6 +126,11 @@ def call_factory(spec: dict, kind: str, field: str, recipe: Recipe, context: dic
                 f"{recipe.source}: unknown key '{field}.{key}' for {kind} '{name}'; "
                 f"its options: {options}"
             )
+        if key in hints and C.is_plain_type(hints[key]):
+            try:
+                kwargs[key] = C.coerce(kwargs[key], hints[key], f"{field}.{key}", recipe.source)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (an option of {kind} '{name}')") from None
     for pname, param in params.items():
         if pname in kwargs or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             continue
@@ -135,6 +142,16 @@ def call_factory(spec: dict, kind: str, field: str, recipe: Recipe, context: dic
         return component.factory(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{recipe.source}: {field}: {exc}") from exc
+
+
+def option_types(factory: Any) -> dict[str, Any]:
+    """A component factory's parameter type hints (its `__init__`'s for a class); none where
+    they cannot be resolved."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: options stay unchecked
+        return {}
 
 
 def build_backbone(recipe: Recipe, meta: dict) -> Backbone:

@@ -241,6 +241,27 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
 
 
+def is_plain_type(tp: Any) -> bool:
+    """Whether a type hint describes plain recipe data (numbers, strings, booleans, None, and
+    lists, tuples, mappings and unions of them) that `coerce` can check."""
+    if tp in (int, float, bool, str, type(None), Any, dict, list):
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType, list, tuple, dict):
+        return all(is_plain_type(a) for a in typing.get_args(tp) if a is not Ellipsis)
+    return False
+
+
+def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """`value` checked against the plain type `tp` with the rules of the recipe's own sections
+    (`1e-3` read by YAML as a string becomes a float; an int where a float is expected too).
+
+    Raises:
+        ConfigError: naming `source`, `key`, the expected type and the value.
+    """
+    return _coerce(value, tp, key, source)
+
+
 def from_dict(cls: type, raw: dict, source: str, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``raw``; unknown keys and wrong types raise ConfigError."""
     hints = typing.get_type_hints(cls)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _helpers import build as build_raw
+from _helpers import tiny_recipe as tiny_raw
 from conftest import advised_keys, unknown_advice
 
 from polyjepa import config as C
@@ -437,3 +439,20 @@ def test_advice_keys_are_checked_against_the_recipe_schema():
     assert unknown_advice([("train.batch_sze", "m"), ("data.label_regex", "m"),
                            ("data.moving_mnist.train_clips", "m"), ("finetune.lr", "m")]) == \
         [("train.batch_sze", "m")]
+
+
+def test_component_options_are_typed_like_the_recipe_sections():
+    """YAML reads `1e-3` (no dot) as a string: component options are coerced by the factory's
+    type hints, so `objective.beta=1e-3` and `vcreg std_weight: 1e-2` are floats; a wrong type is
+    a ConfigError naming the key, the component, the expected type and the file."""
+    recipe = build_raw(tiny_raw(objective={"name": "jepa", "beta": "1e-3"},
+                               regularizers=[{"name": "vcreg", "std_weight": "1e-2",
+                                              "cov_weight": 1}]))
+    objective = build_objective(recipe, load_datasets(recipe)[2])
+    assert objective.loss_fn.keywords["beta"] == 1e-3
+    (vcreg,) = objective.regularizers
+    assert vcreg.std_weight == 0.01 and isinstance(vcreg.cov_weight, float)
+    bad = build_raw(tiny_raw(regularizers=[{"name": "vcreg", "std_weight": "lots"}]))
+    with pytest.raises(ConfigError, match=r"test: regularizers\[0\].std_weight: expected float, "
+                                          r"got 'lots' \(an option of regularizer 'vcreg'\)"):
+        build_objective(bad, load_datasets(bad)[2])

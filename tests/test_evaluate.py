@@ -86,7 +86,8 @@ def test_few_shot_episodes_are_n_way_k_shot_and_seeded():
     xs, ys = multiclass(400, 8, 0.0, seed=0)  # no signal: chance is 1 / ways
     assert E.few_shot(xs, ys, x_te, y_te, 4, 10, 20, 10, 1.0)[0] < 0.45
     # asking for more than the data holds shrinks the episodes, with a warning
-    with pytest.warns(UserWarning, match="9-way 10-shot: the data has 8 classes with test samples, and 8 of them.*8-way 10-shot"):
+    with pytest.warns(UserWarning, match="9-way 10-shot: the data has 8 classes with test "
+                                         "samples, and 8 of them.*8-way 10-shot"):
         assert E.few_shot(x_tr, y_tr, x_te, y_te, ways=9, shots=10, queries=5, episodes=2,
                           c=1.0) == E.few_shot(x_tr, y_tr, x_te, y_te, 8, 10, 5, 2, 1.0)
     with pytest.warns(UserWarning, match="5-way 200-shot.*5-way 50-shot"):  # 50 per class
