@@ -7,10 +7,13 @@ import json
 import os
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 from polyjepa import __version__
 from polyjepa.errors import PolyjepaError
+
+DEBUG_ENV = "POLYJEPA_DEBUG"
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -148,6 +151,9 @@ def _keys_epilog(section: str) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="polyjepa", description=__doc__)
     p.add_argument("--version", action="version", version=f"polyjepa {__version__}")
+    p.add_argument("--traceback", action="store_true",
+                   help=f"on an error, print its full chained traceback before the one-line "
+                        f"message (also with {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="installed modalities and components").set_defaults(fn=_cmd_list)
     rec = sub.add_parser("recipes", help="shipped recipes; with a NAME, its header and every key "
@@ -229,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (PolyjepaError, OSError) as exc:  # OSError: unwritable folder, full disk, ...
+        if args.traceback or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            traceback.print_exc()
         print(f"polyjepa {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

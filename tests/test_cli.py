@@ -296,6 +296,22 @@ def test_a_video_demo_on_your_own_clips_reads_them(tmp_path, capsys):
     assert (tmp_path / "run" / "encoder.pt").is_file()
 
 
+def test_traceback_flag_and_debug_variable_print_the_chained_traceback(trained, tmp_path,
+                                                                       monkeypatch, capsys):
+    recipe, _, _ = trained
+    bad = ["pretrain", str(recipe), "train.max_stepz=1", "--out", str(tmp_path / "r")]
+    assert main(["--traceback", *bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "ConfigError" in err and "from_dict" in err
+    assert err.splitlines()[-1].startswith("polyjepa pretrain: error: ")
+    monkeypatch.setenv("POLYJEPA_DEBUG", "1")
+    assert main(bad) == 2
+    assert capsys.readouterr().err.startswith("Traceback")
+    monkeypatch.setenv("POLYJEPA_DEBUG", "0")
+    assert main(bad) == 2
+    one_line_error(capsys.readouterr().err, "pretrain")
+
+
 def test_pretrain_into_a_run_of_another_recipe_errors(trained, capsys):
     recipe, run, _ = trained
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
