@@ -92,6 +92,13 @@ def test_wheel_entry_points_and_console_script(wheel):
     assert "Requires-Python: >=3.11" in metadata
 
 
+def test_the_wheel_carries_the_licence_pyproject_names(wheel):
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
+    assert 'license = "MIT"' in (REPO / "pyproject.toml").read_text()
+    assert any(n.endswith("LICENSE") for n in wheel.namelist())
+    assert "License-Expression: MIT" in dist_info(wheel, "METADATA")
+
+
 def test_the_command_line_answers_help_version_and_recipes_without_torch():
     """`--help`, `--version` and `recipes` parse and answer before importing torch, timm or any
     plugin (benchmarks/bench_startup.py measures the time)."""
