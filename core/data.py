@@ -93,6 +93,9 @@ class SeededBatchSampler(Sampler[list[tuple[int, int, int]]]):
 
 
 ON_ERROR = ("raise", "skip")
+DATA_ERRORS = (DataError, OSError, EOFError, UnicodeDecodeError)
+"""Exceptions that mean a sample's data is bad (a truncated or undecodable file), which
+`data.on_error=skip` skips; readers turn their decoders' own errors into `DataError`."""
 
 
 class SeededDataset(Dataset):
@@ -101,9 +104,11 @@ class SeededDataset(Dataset):
     A dataset with a `sample(index, generator)` method (e.g. random crops) is read through it,
     with a generator seeded from the batch seed and the index.
 
-    A sample that fails to load raises a `DataError` naming the sample (and, through the
-    dataset's own message, the file) with `on_error="raise"`; with `"skip"` it becomes None, and the
-    collate drops and counts it.
+    A sample that fails to load (`DATA_ERRORS`: the data's fault, not the code's) raises a
+    `DataError` naming the sample (and, through the dataset's own message, the file) with
+    `on_error="raise"`; with `"skip"` it becomes None, and the collate drops and counts it. Any
+    other exception (an `IndexError`, a `TypeError`: a bug in the dataset) propagates as it is,
+    with its traceback, under either policy.
     """
 
     def __init__(self, dataset: Dataset, on_error: str = "raise") -> None:
@@ -121,7 +126,7 @@ class SeededDataset(Dataset):
             if sample is None:
                 return self.dataset[index], seed, position
             return sample(index, torch.Generator().manual_seed(_mix(seed, index))), seed, position
-        except Exception as exc:
+        except DATA_ERRORS as exc:
             if self.on_error == "skip":
                 return None, seed, position
             raise DataError(f"training sample {index} failed to load: {exc} "

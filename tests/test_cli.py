@@ -111,7 +111,7 @@ def test_recipes_lists_shipped_recipes(cli):
         assert scale == ("demo" if "demo" in name else raw.get("scale", "paper")), name
         steps = f"{raw['train']['max_steps']}x{raw['train']['batch_size']}"
         assert steps in line.split(), (name, line)
-    assert "builtin:adult-train" in rows["t_jepa_demo"] and "1500x256" in rows["t_jepa_demo"]
+    assert "builtin:adult-train" in rows["t_jepa_demo"] and "3000x256" in rows["t_jepa_demo"]
 
 
 def test_recipes_name_shows_its_header_and_every_key(capsys, tmp_path, tiny_recipe):

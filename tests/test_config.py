@@ -212,7 +212,7 @@ def test_recipe_that_is_not_a_mapping(tmp_path):
 def test_shipped_recipe_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t_jepa").mkdir()  # e.g. the run directory of `pretrain t_jepa --out t_jepa`
-    assert load_recipe("t_jepa_demo").cfg.train.max_steps == 1500
+    assert load_recipe("t_jepa_demo").cfg.train.max_steps == 3000
 
 
 # --- base: inheritance -------------------------------------------------------------------------

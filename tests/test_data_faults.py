@@ -48,3 +48,19 @@ def test_unknown_on_error_policy_is_a_config_error(tiny_recipe, tmp_path):
     with pytest.raises(Exception, match="data.on_error must be 'raise' or 'skip'"):
         pretrain(tiny_recipe(), ["data.on_error=ignore"], tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bug_in_a_dataset_is_not_skipped_nor_relabelled(monkeypatch, tiny_recipe, tmp_path):
+    """`data.on_error=skip` skips bad data, not bad code: an IndexError stops the run as itself."""
+    original = TabularDataset.__getitem__
+
+    def getitem(self, i):
+        if i == BAD:
+            return [][1]  # IndexError: a programming error
+        return original(self, i)
+
+    monkeypatch.setattr(TabularDataset, "__getitem__", getitem)
+    recipe = tiny_recipe({"train": {"max_steps": 50}})
+    for policy in ("skip", "raise"):
+        with pytest.raises(IndexError, match="list index out of range"):
+            pretrain(recipe, [f"data.on_error={policy}"], tmp_path / policy)
