@@ -18,6 +18,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata as metadata
+import os
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,11 @@ from typing import Any
 from polyjepa.errors import RegistryError
 
 MODALITY_GROUP = "polyjepa.modalities"
+DISABLE_AUTOLOAD_ENV = "POLYJEPA_DISABLE_PLUGIN_AUTOLOAD"
+PLUGINS_ENV = "POLYJEPA_PLUGINS"
+"""With `POLYJEPA_DISABLE_PLUGIN_AUTOLOAD=1`, only the entry points named in `POLYJEPA_PLUGINS`
+(comma-separated: modality names, `modality.component` names) are loaded (pytest's convention):
+to run without a plugin that breaks on import, or to isolate one."""
 COMPONENT_GROUP = "polyjepa.components"
 KINDS = ("frontend", "tokenizer", "masker", "augmentation", "encoder", "predictor", "decoder",
          "objective", "regularizer")
@@ -126,10 +133,26 @@ def _dist_name(ep: metadata.EntryPoint) -> str:
     return dist.name if dist is not None else "<unknown distribution>"
 
 
+def _where(exc: BaseException) -> str:
+    """`file:line` where an exception was raised (the innermost frame), for plugin failures."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+
+
+def _allowed(name: str) -> bool:
+    """Whether an entry point is loaded (every one, unless autoloading is disabled)."""
+    if os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0"):
+        return True
+    named = {n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()}
+    return name in named
+
+
 def _unique_entry_points(group: str) -> list[metadata.EntryPoint]:
     """Entry points of ``group``; the same name bound twice to different targets is an error."""
     seen: dict[str, metadata.EntryPoint] = {}
     for ep in metadata.entry_points(group=group):
+        if not _allowed(ep.name):
+            continue
         other = seen.get(ep.name)
         if other is None:
             seen[ep.name] = ep
@@ -154,7 +177,8 @@ def _load() -> _Loaded:
             if not isinstance(plugin, ModalityPlugin):
                 raise TypeError(f"expected a ModalityPlugin, got {type(plugin).__name__}")
         except Exception as exc:  # a broken plugin must not break the others
-            state.failures.append(f"modality '{ep.name}' ({origin}, {ep.value}): {exc!r}")
+            state.failures.append(f"modality '{ep.name}' ({origin}, {ep.value}): {exc!r}"
+                                  + _where(exc))
             continue
         state.modalities[ep.name] = (plugin, origin)
         state.components[ep.name] = {
@@ -174,7 +198,8 @@ def _load() -> _Loaded:
                 raise ValueError(f"'{modality}.{name}' is already provided by {prior}")
             factory = ep.load()
         except Exception as exc:
-            state.failures.append(f"component '{ep.name}' ({origin}, {ep.value}): {exc!r}")
+            state.failures.append(f"component '{ep.name}' ({origin}, {ep.value}): {exc!r}"
+                                  + _where(exc))
             continue
         kind = getattr(factory, "kind", None)
         state.components[modality][name] = Component(name, factory, kind, origin)

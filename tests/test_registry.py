@@ -190,6 +190,7 @@ def test_broken_modality_is_reported_and_does_not_stop_tabular(site):
     assert "polyjepa-broken" in failure
     assert "polyjepa_broken:plugin" in failure
     assert "needs libfoo" in failure
+    assert re.search(r"at .*polyjepa_broken\.py:1$", failure), failure  # where it was raised
     # tabular still works, and asking for the broken one explains why it is missing
     assert registry.get_modality("tabular").name == "tabular"
     with pytest.raises(RegistryError) as info:
@@ -280,3 +281,18 @@ def test_third_party_source_is_not_importable_without_installing(site):
     assert "polyjepa_extra" not in sys.modules
     with pytest.raises(ImportError):
         __import__("polyjepa_extra")
+
+
+def test_autoload_can_be_disabled_to_load_only_named_plugins(site, monkeypatch):
+    site.install("polyjepa-broken", {registry.MODALITY_GROUP: {"brokenmod": "polyjepa_broken:plugin"}},
+                 {"polyjepa_broken": "raise ImportError('needs libfoo')\n"})
+    site.activate()
+    monkeypatch.setenv(registry.DISABLE_AUTOLOAD_ENV, "1")
+    monkeypatch.setenv(registry.PLUGINS_ENV, "tabular, audio")
+    registry.reset()
+    assert set(registry.list_modalities()) == {"tabular", "audio"}
+    assert registry.plugin_failures() == []  # the broken one was never imported
+    monkeypatch.setenv(registry.DISABLE_AUTOLOAD_ENV, "0")
+    registry.reset()
+    with pytest.warns(UserWarning, match="brokenmod"):
+        assert set(BUILTIN_MODALITIES) <= set(registry.list_modalities())
