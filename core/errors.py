@@ -26,5 +26,9 @@ class ContractError(PolyjepaError, TypeError):
     tokens of another width than the encoder's."""
 
 
+class MissingExtraError(PolyjepaError, ImportError):
+    """An optional dependency a modality needs is not installed (the message names the extra)."""
+
+
 class NonFiniteLossError(PolyjepaError, FloatingPointError):
     """Training produced a NaN/inf loss or gradient."""

@@ -124,3 +124,29 @@ def test_the_command_line_answers_help_version_and_recipes_without_torch():
                             "all(getattr(polyjepa, n) is not None for n in polyjepa.__all__))"],
                            capture_output=True, text=True).stdout.split()
     assert names == ["False", "JEPA", "polyjepa.embedding", "True"]
+
+
+def test_a_tabular_run_needs_no_audio_video_or_pointcloud_extra(tmp_path):
+    """With librosa, soundfile, PyAV and plyfile missing (as without the extras), a tabular run
+    trains and imports none of them; audio then fails with one line naming the extra."""
+    script = f"""
+import sys
+for name in ("librosa", "soundfile", "av", "plyfile"):
+    sys.modules[name] = None  # `import name` raises ImportError, as if not installed
+sys.path.insert(0, {str(REPO / "tests")!r})
+from conftest import write_recipe
+from polyjepa.train import pretrain
+run = pretrain(write_recipe(__import__("pathlib").Path({str(tmp_path)!r})), [],
+               __import__("pathlib").Path({str(tmp_path / "run")!r}))
+assert (run / "encoder.pt").is_file()
+from polyjepa.errors import MissingExtraError
+from polyjepa.modalities.audio.readers import read_audio
+try:
+    read_audio(__import__("pathlib").Path("x.wav"), 16000)
+except MissingExtraError as exc:
+    print("error:", exc)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "error: reading audio files needs soundfile, which is not installed" in proc.stdout
+    assert "pip install 'polyjepa[audio]'" in proc.stdout

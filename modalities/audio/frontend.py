@@ -8,10 +8,10 @@ training set (BYOL-A's pre-normalisation; AudioMAE/A-JEPA normalise the same way
 
 from __future__ import annotations
 
-import librosa
 import torch
 from torch import Tensor, nn
 
+from polyjepa.extras import require
 from polyjepa.modalities.audio.readers import LogMelConfig
 
 EPS = float(torch.finfo(torch.float32).eps)
@@ -50,6 +50,7 @@ class LogMel(nn.Module):
         self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
         self.n_mels = n_mels
         self.mean, self.std = float(mean), float(std)
+        librosa = require("librosa", "audio", "the log-mel filterbank")
         fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min,
                                  fmax=f_max, htk=mel_scale == "htk", norm=mel_norm)
         self.register_buffer("filterbank", torch.from_numpy(fb).float(), persistent=False)

@@ -19,14 +19,13 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import librosa
 import numpy as np
-import soundfile as sf
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from polyjepa.errors import ConfigError, DataError
+from polyjepa.extras import require
 from polyjepa.files import FileDataConfig, list_files, split_files
 from polyjepa.files import LabelledFile as Clip
 
@@ -79,7 +78,12 @@ def split_clips(clips: list[Clip], splits: list[str | None], cfg: AudioDataConfi
 # Decoding
 
 
+def _soundfile():
+    return require("soundfile", "audio", "reading audio files")
+
+
 def _check_format(path: Path) -> None:
+    sf = _soundfile()
     if path.suffix.lower() == ".mp3" and "MP3" not in sf.available_formats():
         raise DataError(f"{path}: mp3 is not supported by the installed libsndfile "
                         f"{sf.__libsndfile_version__} (needs >= 1.1); convert it to wav or flac")
@@ -92,6 +96,7 @@ def clip_info(path: Path) -> tuple[int, int]:
         DataError: missing, unreadable, corrupt or empty file, naming it.
     """
     _check_format(path)
+    sf = _soundfile()
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
@@ -115,6 +120,7 @@ def read_audio(path: Path, sample_rate: int, start: int = 0,
         DataError: the file cannot be decoded, holds no samples, or holds NaN/inf.
     """
     _check_format(path)
+    sf = _soundfile()
     try:
         with sf.SoundFile(str(path)) as f:
             sr = f.samplerate
@@ -130,6 +136,7 @@ def read_audio(path: Path, sample_rate: int, start: int = 0,
     if not np.isfinite(wave).all():
         raise DataError(f"{path}: holds NaN or infinite samples")
     if sr != sample_rate:
+        librosa = require("librosa", "audio", "resampling audio")
         wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
     if seconds is not None:
         wave = wave[: int(round(seconds * sample_rate))]

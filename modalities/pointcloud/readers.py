@@ -40,6 +40,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from polyjepa.errors import ConfigError, DataError
+from polyjepa.extras import require
 from polyjepa.files import FileDataConfig, LabelledFile
 from polyjepa.modalities.pointcloud.ops import farthest_point_sample
 
@@ -136,7 +137,7 @@ def _raise_bad_row(path: Path, lines: list[str]) -> None:
 
 
 def _read_ply(path: Path, cfg: PointCloudDataConfig) -> np.ndarray:
-    from plyfile import PlyData
+    PlyData = require("plyfile", "pointcloud", "reading .ply clouds").PlyData
 
     try:
         ply = PlyData.read(str(path))

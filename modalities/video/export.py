@@ -20,18 +20,22 @@ import shutil
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 from tqdm.auto import tqdm
 
 from polyjepa.errors import DataError
+from polyjepa.extras import require
 from polyjepa.modalities.video.mnist import MovingMNIST
 
 CODECS = ("libx264", "mpeg4")  # the first the installed FFmpeg can encode
 
 
+def _av():
+    return require("av", "video", "writing video files")
+
+
 def default_codec() -> str:
-    return next(c for c in CODECS if c in av.codecs_available)
+    return next(c for c in CODECS if c in _av().codecs_available)
 
 
 def write_video(path: str | Path, frames: np.ndarray, rate: int = 25, codec: str | None = None,
@@ -47,6 +51,7 @@ def write_video(path: str | Path, frames: np.ndarray, rate: int = 25, codec: str
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"{path}: frames must be uint8 [T, H, W] or [T, H, W, 3], got "
                          f"{frames.dtype} {list(frames.shape)}")
+    av = _av()
     codec = codec or default_codec()
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     try:

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from polyjepa.errors import ConfigError, DataError
+from polyjepa.extras import require
 from polyjepa.files import FileDataConfig, LabelledFile
 from polyjepa.modalities.video.mnist import MovingMNISTConfig
 
@@ -108,7 +109,7 @@ def probe(path: Path) -> tuple[int, tuple[int, int]]:
         files = _frame_files(path)
         if not files:
             raise DataError(f"{path}: a frame folder without frames ({', '.join(FRAME_EXTENSIONS)})")
-        from PIL import Image
+        Image = require("PIL.Image", "video", "reading folders of frames")
 
         sizes = {}
         for f in files:
@@ -127,8 +128,7 @@ def probe(path: Path) -> tuple[int, tuple[int, int]]:
         if data.shape[0] == 0:
             raise DataError(f"{path}: holds no frames")
         return data.shape[0], tuple(data.shape[1:3])
-    import av
-
+    av = require("av", "video", "reading video files")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -146,8 +146,7 @@ def probe(path: Path) -> tuple[int, tuple[int, int]]:
 def _decode(path: Path, indices: list[int], size: tuple[int, int] | None,
             gray: bool) -> dict[int, np.ndarray]:
     """Frames `indices` of a video file, decoding from the key frame before the first one."""
-    import av
-
+    av = require("av", "video", "decoding video files")
     fmt = "gray" if gray else "rgb24"
     height, width = size if size is not None else (None, None)
     wanted, out = set(indices), {}
@@ -183,7 +182,7 @@ def read_frames(source: VideoSource, indices: list[int], size: tuple[int, int] |
     path = source.path
     if path.is_dir() or path.suffix.lower() in ARRAY_EXTENSIONS:
         if path.is_dir():
-            from PIL import Image
+            Image = require("PIL.Image", "video", "reading folders of frames")
 
             files = _frame_files(path)
             frames = [np.asarray(Image.open(files[i]).convert("L" if gray else "RGB")) for i in indices]
