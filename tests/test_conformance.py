@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from _helpers import single_thread  # noqa: F401  (autouse fixture)
+from _helpers import BUILTIN_MODALITIES, single_thread  # noqa: F401
 
 from polyjepa.registry import get_modality, list_modalities
 from polyjepa.testing import ConformanceError, check_modality
@@ -16,7 +16,8 @@ from polyjepa.testing import ConformanceError, check_modality
 @pytest.mark.parametrize("name", sorted(list_modalities()))
 def test_every_installed_modality_conforms_and_its_recipes_train(name):
     trained = check_modality(name)
-    assert trained, f"{name}: no shipped recipe trained"
+    if name in BUILTIN_MODALITIES:  # a third party's recipes live in its own package
+        assert trained, f"{name}: no shipped recipe trained"
 
 
 class NotPlainData:
