@@ -40,9 +40,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
 def __getattr__(name: str):
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'polyjepa' has no attribute '{name}'")
+    else:  # a submodule, as `polyjepa.maskers` was after `import polyjepa` before it was lazy
+        try:
+            value = importlib.import_module(f"polyjepa.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"polyjepa.{name}":
+                raise
+            raise AttributeError(f"module 'polyjepa' has no attribute '{name}'") from None
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

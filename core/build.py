@@ -35,33 +35,36 @@ class Recipe:
 
 
 def load_recipe(recipe: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read a shipped recipe name or YAML path, apply `key=value` overrides and validate."""
+    """Read a shipped recipe name or YAML path, apply `key=value` overrides and validate.
+
+    A shipped recipe describes polyjepa's own datasets: an override of `data.path` sets its
+    settings of that data (`DataConfig.dataset_keys`: test file, label pattern, target and
+    columns, a generator) back to neutral values unless they are overridden too, with one
+    warning naming them. A user's own YAML is taken as written."""
     path = C.find_recipe(str(recipe))
-    return recipe_from_dict(C.read_recipe(path), str(path), overrides)
-
-
-def recipe_from_dict(raw: dict, source: str, overrides: list[str] = ()) -> Recipe:
-    """Validate a recipe dict with `key=value` overrides. An override of `data.path` resets the
-    recipe's settings of its own dataset (`DataConfig.dataset_keys`: test file, label pattern,
-    generator, ...) unless they are overridden too, with one warning naming them."""
-    reset: list[str] = []
-    if overrides:
+    raw = C.read_recipe(path)
+    if overrides and path.resolve().parent == C.recipes_dir().resolve():
         modality = C.apply_overrides(raw, list(overrides)).get("modality")
         if isinstance(modality, str):
             raw, reset = C.reset_dataset_keys(raw, list(overrides),
                                               get_modality(modality).data_config)
+            if reset:
+                warnings.warn(f"data.path given, so the recipe's settings of its own data were "
+                              f"set back to neutral values: {', '.join(reset)} (give them on the "
+                              "command line too to keep the recipe's)", stacklevel=2)
+    return recipe_from_dict(raw, str(path), overrides)
+
+
+def recipe_from_dict(raw: dict, source: str, overrides: list[str] = ()) -> Recipe:
+    """Validate a recipe dict with `key=value` overrides applied."""
+    if overrides:
         raw = C.apply_overrides(raw, list(overrides))
         source = f"{source} (with command-line overrides)"
     modality = raw.get("modality")
     if not isinstance(modality, str):
         raise ConfigError(f"{source}: missing required key 'modality' (e.g. modality: tabular)")
     plugin = get_modality(modality)
-    recipe = Recipe(C.validate(raw, source, plugin.data_config), source, plugin)
-    if reset:
-        warnings.warn(f"data.path given, so the recipe's settings of its own data were reset "
-                      f"to their defaults: {', '.join(reset)} (give them on the command line "
-                      "too to keep them)", stacklevel=2)
-    return recipe
+    return Recipe(C.validate(raw, source, plugin.data_config), source, plugin)
 
 
 @dataclass

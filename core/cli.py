@@ -81,7 +81,7 @@ def _launch_torchrun(nproc: int) -> int:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from polyjepa import evaluate as E
 
-    runs = [w for w in args.run_dir if "=" not in w]
+    runs = list(dict.fromkeys(w for w in args.run_dir if "=" not in w))  # each once, in order
     overrides = [w for w in args.run_dir if "=" in w] + args.overrides
     if not runs:
         raise PolyjepaError("eval: name at least one run directory")
@@ -99,13 +99,16 @@ def _cmd_eval(args: argparse.Namespace) -> None:
                    for run, each in zip(runs, result["runs"].values(), strict=True)]
         common = Path(os.path.commonpath([Path(r).resolve() for r in runs]))
         reports.append((common, result, E.format_runs(result), True))
+    print(json.dumps(result) if args.json else reports[-1][2], flush=True)
     saved = []
     split = reports[0][1].get("split", "test")
-    for directory, each, text, several in reports:
-        if args.save:
-            name = E.report_name(args.checkpoint, split, several, args.data is not None)
+    for directory, each, text, several in reports if args.save else []:
+        name = E.report_name(args.checkpoint, split, several, args.data is not None)
+        try:
             saved += E.save_report(directory, name, each, text, command)[:1]
-    print(json.dumps(result) if args.json else reports[-1][2])
+        except OSError as exc:  # a read-only run folder: the result is printed all the same
+            print(f"polyjepa eval: could not save {name}.json in {directory} ({exc}); pass "
+                  "--no-save to skip saving", file=sys.stderr)
     if saved and not args.json:
         print("saved: " + ", ".join(str(p) for p in saved) + " (and a .txt beside each)")
 

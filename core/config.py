@@ -221,6 +221,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is tuple and typing.get_args(tp)[-1:] == (Ellipsis,):  # tuple[int, ...]
+        (item, _) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value))
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple) or len(value) != len(args):
@@ -330,15 +335,18 @@ def reset_dataset_keys(raw: dict, overrides: list[str], schema: type | None
         The recipe dict to apply `overrides` to, and the keys reset (`data.test_path`, ...).
     """
     given = [tuple(parse_override(o)[0]) for o in overrides]
-    data = raw.get("data")
+    data = raw.get("data") or {}
     if ("data", "path") not in given or not isinstance(data, dict) or not (
             isinstance(schema, type) and issubclass(schema, DataConfig)):
         return raw, []
+    defaults = {f.name: f.default for f in dataclasses.fields(schema)
+                if f.default is not dataclasses.MISSING}
     data, reset = dict(data), []
     for key, neutral in schema.dataset_keys.items():
-        if key in data and data[key] != neutral and not any(g[:2] == ("data", key) for g in given):
+        value = data.get(key, defaults.get(key, neutral))  # what the recipe would use
+        if value != neutral and not any(g[:2] == ("data", key) for g in given):
             data[key] = neutral
-            reset.append(f"data.{key}")
+            reset.append(f"data.{key}={neutral!r}")
     return {**raw, "data": data}, reset
 
 
@@ -453,7 +461,7 @@ def is_recipe_key(key: str, data_schemas: list[type] = ()) -> bool:
         if not parts:
             return True
         if not dataclasses.is_dataclass(cls):
-            return cls is dict or typing.get_origin(cls) is dict or _is_spec(cls)
+            return cls is dict or typing.get_origin(cls) is dict  # a component spec
         names = {f.name for f in dataclasses.fields(cls)}
         if parts[0] not in names:
             return False
@@ -468,10 +476,6 @@ def _field_type(cls: type, name: str) -> Any:
     tp = typing.get_type_hints(cls)[name]
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and args else tp
-
-
-def _is_spec(tp: Any) -> bool:
-    return tp is Spec or (typing.get_origin(tp) is dict)
 
 
 def val_fraction(cfg: RecipeConfig) -> float:

@@ -34,7 +34,8 @@ class Embeddings:
 
     Attributes:
         x: `[N, F]` float32 embeddings, in the data's order.
-        labels: `[N]` class indices into `classes`; -1 where a sample has no label the run knows.
+        labels: `[N]` class indices: into `classes` for the classes seen in training (a reader may
+            number other labels after them); -1 where a sample has no label.
         ids: `[N]` sample ids: file paths where samples are files, else their positions.
         classes: class names by index (empty when the run's data had none).
     """
@@ -90,14 +91,14 @@ def embed(run: str | Path, data: Any, pooling: str | None = None, device: str = 
 
     Args:
         data: a file or folder the run's modality reads (as `data.path`: a CSV table, a folder
-            of wavs, a `.ts` file, ...), or an in-memory table or array — a pandas DataFrame (same
-            columns as the training table) or a numpy array (`[N, C, T]` series, `[T, H, W]`
-            video, `[P, 3]` cloud) — read through a temporary file of that kind.
+            of wavs, a `.ts` file, ...), or an in-memory table or array read through a temporary
+            file of that kind: a pandas DataFrame (same columns as the training table) or a
+            numpy array the modality reads from `.npy` (time series `[N, C, T]` or `[N, T]`).
         pooling: `eval.pooling` of the run's recipe unless given.
         batch_size: `eval.batch_size` of the run's recipe unless given.
     """
     from polyjepa.build import recipe_from_dict
-    from polyjepa.data import dataset_labels, sample_ids
+    from polyjepa.data import sample_ids
     from polyjepa.hub import load_encoder, read_export
     from polyjepa.paths import data_root
     from polyjepa.probes import embed as embed_dataset
@@ -112,9 +113,8 @@ def embed(run: str | Path, data: Any, pooling: str | None = None, device: str = 
                                           blob["meta"])
         # in-memory data: positions, not the temporary file's name
         ids = sample_ids(dataset) if isinstance(data, (str, Path)) else None
-        x, _ = embed_dataset(backbone, dataset, pooling or recipe.cfg.eval.pooling,
-                             batch_size or recipe.cfg.eval.batch_size, dev)
-    labels = dataset_labels(dataset)
+        x, labels = embed_dataset(backbone, dataset, pooling or recipe.cfg.eval.pooling,
+                                  batch_size or recipe.cfg.eval.batch_size, dev)
     if ids is None:
         ids = [str(i) for i in range(len(labels))]
     return Embeddings(x, labels, ids, [str(c) for c in blob["meta"].get("class_names", [])])

@@ -13,9 +13,12 @@ DATA_ROOT_ENV = "POLYJEPA_DATA_ROOT"
 
 
 def data_root(configured: str | None) -> Path | None:
-    """The data root: the recipe's `data_root` if set, else `$POLYJEPA_DATA_ROOT`, else None."""
-    root = configured or os.environ.get(DATA_ROOT_ENV)
-    return Path(root).expanduser() if root else None
+    """The data root: the recipe's `data_root` if set (and, for a root a run stored, still
+    there), else `$POLYJEPA_DATA_ROOT`, else None."""
+    env = os.environ.get(DATA_ROOT_ENV)
+    if configured and (Path(configured).expanduser().is_dir() or not env):
+        return Path(configured).expanduser()
+    return Path(env).expanduser() if env else None
 
 
 def resolve_path(path: str | Path, root: Path | None, field: str) -> Path:
@@ -88,7 +91,7 @@ def check_output_folder(path: Path, flag: str = "--out") -> None:
     for part in (path, *path.parents):
         if part.exists() and not part.is_dir():
             raise ConfigError(f"{flag} {path}: {part} is a file, not a folder; name a folder for "
-                              f"the run, e.g. {flag} {path.with_name(path.name + '_run')}")
+                              f"the run, e.g. {flag} {part.with_name(part.name + '_run')}")
         if part.exists():
             return
 
@@ -99,8 +102,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it (mkstemp makes it private)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -144,7 +144,7 @@ def _allowed(name: str) -> bool:
     if os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0"):
         return True
     named = {n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()}
-    return name in named
+    return name in named or name.partition(".")[0] in named  # a listed modality's components
 
 
 def _unique_entry_points(group: str) -> list[metadata.EntryPoint]:

@@ -83,9 +83,9 @@ def _check_meta(name: str, meta: dict) -> list[str]:
 
 def _loads_safely(value) -> bool:
     buffer = io.BytesIO()
-    torch.save(value, buffer)
-    buffer.seek(0)
     try:
+        torch.save(value, buffer)
+        buffer.seek(0)
         torch.load(buffer, weights_only=True)
     except Exception:  # noqa: BLE001 - torch's unpickler raises several types
         return False
@@ -115,6 +115,9 @@ def _check_raw_features(plugin: ModalityPlugin, dataset) -> list[str]:
         raw = plugin.raw_features(dataset)
     except Exception as exc:  # noqa: BLE001
         return [f"{plugin.name}: raw_features(test split): {exc!r}"]
+    if not torch.is_tensor(raw):
+        return [f"{plugin.name}: raw_features must return a tensor [N, F], got "
+                f"{type(raw).__name__}"]
     if tuple(raw.shape[:1]) != (len(dataset),) or raw.ndim != 2:
         return [f"{plugin.name}: raw_features must be [N, F] with N = {len(dataset)}, got "
                 f"{tuple(raw.shape)}"]
@@ -128,12 +131,11 @@ def _check_recipe(name: str, recipe: str) -> list[str]:
     from polyjepa.probes import embed
     from polyjepa.train import pretrain
 
-    built = load_recipe(recipe, ["synthetic=true"])
-    overrides = list(QUICK)
-    if val_fraction(built.cfg):
-        overrides.append("data.val_fraction=0")
     with tempfile.TemporaryDirectory() as tmp:
         try:
+            overrides = list(QUICK)
+            if val_fraction(load_recipe(recipe, ["synthetic=true"]).cfg):
+                overrides.append("data.val_fraction=0")
             run = pretrain(recipe, overrides, Path(tmp) / "run")
             encoder = load_encoder(run)
             quick = load_recipe(recipe, overrides)

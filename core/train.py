@@ -504,6 +504,13 @@ RUN_SETTINGS = {"train.auto_resume", "train.num_workers", "train.progress", "tra
 """Keys that say how to run, not what to train: they may change when a run is resumed."""
 
 
+def _where_keys(cfg) -> set[str]:
+    """Keys that say where the data lives (`data_root`, the data schema's `path_keys`): a run
+    restarted with its data elsewhere, or with paths spelled another way, is the same run."""
+    keys = cfg.data.path_keys if isinstance(cfg.data, C.DataConfig) else ()
+    return {"data_root", *(f"data.{k}" for k in keys)}
+
+
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     """Dotted keys where two plain config trees differ."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -541,7 +548,7 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
         if ckpt_path.exists():
             state = load_file(ckpt_path)
             changed = [k for k in _differences(state["config"], C.to_dict(built.cfg))
-                       if k not in RUN_SETTINGS]
+                       if k not in RUN_SETTINGS and k not in _where_keys(built.cfg)]
             if changed or not built.cfg.train.auto_resume:
                 why = f" of a different recipe (differs in {', '.join(changed[:8])})" if changed else ""
                 raise ConfigError(

@@ -262,13 +262,20 @@ def test_a_run_finds_its_data_from_any_folder(tmp_path, tiny_recipe, monkeypatch
     assert main(["eval", str(tmp_path / "run"), "eval.init_seeds=1", "--json", "--device",
                  "cpu"]) == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out)["n_test"] == 100
+    # a restart (auto-resume) with the data spelled another way, or found elsewhere, is the same
+    # run: where the data lives is not what is trained
+    (tmp_path / "run" / "encoder.pt").unlink()  # as if stopped before the end
+    assert main(["pretrain", str(tmp_path / "recipe.yaml"), f"data.path={data / 'rows.csv'}",
+                 f"data.test_path={data / 'more.csv'}", "--out", str(tmp_path / "run")]) == 0, \
+        capsys.readouterr().err
+    assert (tmp_path / "run" / "encoder.pt").is_file()
 
 
 def test_a_demo_on_your_own_csv_forgets_the_demos_data_settings(tmp_path, capsys):
     """`t_jepa_demo data.path=my.csv`: Adult's test file and columns are not applied to it."""
     frame = synthetic_frame(120, seed=4)
     frame.to_csv(tmp_path / "mine.csv", index=False)
-    with pytest.warns(UserWarning, match=r"reset to their defaults: data.test_path"):
+    with pytest.warns(UserWarning, match=r"set back to neutral values: data.test_path=None"):
         code = main(["pretrain", "t_jepa_demo", f"data.path={tmp_path / 'mine.csv'}",
                      "data.target=label", "train.max_steps=2", "train.progress=false",
                      "train.probe_every=null", "train.keep_checkpoints=[]",
@@ -276,6 +283,12 @@ def test_a_demo_on_your_own_csv_forgets_the_demos_data_settings(tmp_path, capsys
     assert code == 0, capsys.readouterr().err
     config = read_recipe(tmp_path / "run" / "config.yaml")
     assert config["data"]["test_path"] is None and config["data"]["target"] == "label"
+    # a user's own recipe is taken as written: its target stays with another data.path
+    frame.rename(columns={"label": "churn"}).to_csv(tmp_path / "other.csv", index=False)
+    own = tmp_path / "own.yaml"
+    own.write_text("base: t_jepa_demo\ndata: {target: churn, test_path: null}\n")
+    recipe = load_recipe(str(own), [f"data.path={tmp_path / 'other.csv'}"])
+    assert recipe.cfg.data.target == "churn"
 
 
 def test_a_video_demo_on_your_own_clips_reads_them(tmp_path, capsys):

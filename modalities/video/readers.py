@@ -20,6 +20,7 @@ reported once).
 from __future__ import annotations
 
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def _load_array(path: Path) -> np.ndarray:
                 raise DataError(f"{path}: a .npz video must hold one array, it holds "
                                 f"{len(arrays)} ({', '.join(data.files)})")
             data = arrays[0]
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read the array ({exc or 'empty file'})") from None
     if data.ndim not in (3, 4) or (data.ndim == 4 and data.shape[-1] not in (1, 3, 4)):
         raise DataError(f"{path}: expected frames [T, H, W] or [T, H, W, C], got {list(data.shape)}")

@@ -45,7 +45,7 @@ def load_data(cfg: ImageDataConfig, root: Path | None):
     else:
         train, test = split(items, splits, cfg, cfg.path)
     class_names = sorted({w.label for w in train if w.label is not None})
-    mean, std = statistics(train, cfg.channels)
+    mean, std = statistics(train)
     return (to_dataset(train, class_names, mean, std), to_dataset(test, class_names, mean, std),
             _meta(cfg, class_names, mean, std))
 
@@ -68,7 +68,7 @@ def synthetic(n: int = 400, seed: int = 0):
     items = [_Item(p, str(k), str(i)) for i, (p, k) in enumerate(zip(pixels, labels, strict=True))]
     cut = int(0.8 * n)
     class_names = sorted({w.label for w in items[:cut]})
-    mean, std = statistics(items[:cut], 1)
+    mean, std = statistics(items[:cut])
     return (to_dataset(items[:cut], class_names, mean, std),
             to_dataset(items[cut:], class_names, mean, std), _meta(cfg, class_names, mean, std))
 

@@ -72,6 +72,8 @@ def _from_arrays(x: np.ndarray, cfg: ImageDataConfig, source: str) -> np.ndarray
     if x.ndim not in (3, 4) or len(x) == 0:
         raise DataError(f"{source}: expected images [N, H, W] or [N, H, W, C], got shape "
                         f"{list(x.shape)}")
+    if np.issubdtype(x.dtype, np.floating) and x.size and float(np.nanmax(x)) <= 1.0:
+        x = x * 255.0  # images stored in [0, 1]
     x = np.clip(x, 0, 255).astype(np.uint8)
     return np.stack([_resize(Image.fromarray(img), cfg) for img in x])
 
@@ -120,6 +122,8 @@ def read_source(cfg: ImageDataConfig, spec: str, root: Path | None, field: str
                 raise DataError(f"{path}: an image bundle holds `x` [N, H, W(, C)] (and `y`)")
             pixels = _from_arrays(bundle["x"], cfg, str(path))
             labels = bundle["y"] if "y" in bundle else [None] * len(pixels)
+        if len(labels) != len(pixels):
+            raise DataError(f"{path}: {len(labels)} labels `y` for {len(pixels)} images `x`")
         items = [(p, None if y is None else str(y), f"{path.name}#{i}")
                  for i, (p, y) in enumerate(zip(pixels, labels, strict=True))]
         return items, [None] * len(items)
@@ -150,12 +154,12 @@ def split(items: list, splits: list[str | None], cfg: ImageDataConfig, source: s
     return split_files([_Item(*item) for item in items], splits, cfg, source)
 
 
-def statistics(items: list[_Item], channels: int) -> tuple[list[float], list[float]]:
+def statistics(items: list[_Item]) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the training pixels (scaled to [0, 1])."""
     x = np.stack([w.pixels for w in items]).astype(np.float64) / 255.0  # [N, C, S, S]
     mean = x.mean(axis=(0, 2, 3)).tolist()
     std = [max(s, 1e-6) for s in x.std(axis=(0, 2, 3)).tolist()]
-    return mean[:channels], std[:channels]
+    return mean, std
 
 
 def to_dataset(items: list[_Item], class_names: list[str], mean: list[float],
