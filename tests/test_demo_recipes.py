@@ -20,15 +20,14 @@ def five_per_class(result: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_t_jepa_demo_is_level_with_random_init_on_adult(tmp_path):
-    """data_cards/adult.md, a negative result: with few labels or all of them the demo's encoder
-    probes like its random-init twin."""
+def test_t_jepa_demo_beats_random_init_on_adult_with_few_labels(tmp_path):
+    """data_cards/adult.md (three seeds; this is seed 0): with 5 labels per class the demo's
+    encoder beats its random-init twin, and with all labels its mean-pooled latents do too."""
     run = pretrain("t_jepa_demo", ["train.progress=false"], tmp_path / "adult")
     result = evaluate_run(run, device="cpu")
     assert (result["n_train"], result["n_test"]) == (29305, 16281)  # 3,256 held out (validation)
-    for probe in ("linear_probe", "knn"):
-        assert abs(result[probe]["pretrained"] - result[probe]["random_init"]) < 0.01, result
-    assert five_per_class(result)["verdict"] == "no difference", result["label_efficiency"]
+    assert result["linear_probe"]["pretrained"] > result["linear_probe"]["random_init"], result
+    assert five_per_class(result)["verdict"] == "helps", result["label_efficiency"]
 
 
 @pytest.mark.slow
