@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import torch
 from torch import nn
 
 from polyjepa.errors import CheckpointError
+from polyjepa.paths import write_atomic
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
 PICKLE_PROTO = b"\x80"  # first byte of a pickle (protocol >= 2)
@@ -22,19 +21,9 @@ def save_atomic(obj: Any, path: Path) -> None:
 
     A crash or a full disk leaves the previous file at `path` untouched.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a crash inside a save
         stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from polyjepa.config import DataConfig
 from polyjepa.errors import ConfigError, DataError
@@ -96,17 +98,19 @@ def check_output_folder(path: Path, flag: str = "--out") -> None:
             return
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`: a reader (or
-    a crash) never sees half a file."""
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write `data` (bytes, or a function writing to the open file) to a temporary file beside
+    `path`, fsync, then rename it over `path`: a reader, a crash or a full disk never leaves half
+    a file. The file is readable by all (0644), as results in a shared run folder should be."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it (mkstemp makes it private)
+        os.fchmod(fd, 0o644)  # mkstemp makes it private
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -29,14 +29,15 @@ from pathlib import Path
 
 
 def crash_before_replace(crash_at: int) -> None:
-    from polyjepa import checkpoint
+    from polyjepa import checkpoint, paths
 
     real_replace = os.replace
     calls = 0
 
     def replace(src, dst, *args, **kwargs):
         nonlocal calls
-        if sys._getframe(1).f_code is checkpoint.save_atomic.__code__:
+        # os.replace inside write_atomic, called by save_atomic: a checkpoint being saved
+        if sys._getframe(2).f_code is checkpoint.save_atomic.__code__:
             calls += 1
             if calls == crash_at:
                 print(f"fault_runner: os._exit(9) before os.replace({src}, {dst})", file=sys.stderr,
@@ -45,8 +46,8 @@ def crash_before_replace(crash_at: int) -> None:
                 os._exit(9)
         return real_replace(src, dst, *args, **kwargs)
 
-    # checkpoint.py calls `os.replace` through the `os` module, so patch it there
-    checkpoint.os.replace = replace
+    # paths.write_atomic calls `os.replace` through the `os` module, so patch it there
+    paths.os.replace = replace
 
 
 def _children() -> list[int]:
