@@ -22,7 +22,7 @@ from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError
 from polyjepa.paths import DATA_ROOT_ENV, data_root
 from polyjepa.pooling import pooled_dim
-from polyjepa.registry import ModalityPlugin, get_component, get_modality
+from polyjepa.registry import ModalityPlugin, get_component, get_modality, raised_at
 
 
 @dataclass
@@ -143,8 +143,10 @@ def call_factory(spec: dict, kind: str, field: str, recipe: Recipe, context: dic
             raise ConfigError(f"{recipe.source}: {field}: {kind} '{name}' needs option '{pname}'")
     try:
         return component.factory(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{recipe.source}: {field}: {exc}") from exc
+    except (ValueError, TypeError) as exc:  # a value the component rejects; other errors propagate
+        raise ConfigError(f"{recipe.source}: {field}: {kind} '{name}' ({component.origin}) "
+                          f"rejected its options: {type(exc).__name__}{raised_at(exc)}: {exc}"
+                          ) from exc
 
 
 def option_types(factory: Any) -> dict[str, Any]:

@@ -133,8 +133,9 @@ def _dist_name(ep: metadata.EntryPoint) -> str:
     return dist.name if dist is not None else "<unknown distribution>"
 
 
-def _where(exc: BaseException) -> str:
-    """`file:line` where an exception was raised (the innermost frame), for plugin failures."""
+def raised_at(exc: BaseException) -> str:
+    """` at file:line` where an exception was raised (its innermost frame), or "" without a
+    traceback: plugin failures and component constructors name the line to look at."""
     frames = traceback.extract_tb(exc.__traceback__)
     return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
@@ -178,7 +179,7 @@ def _load() -> _Loaded:
                 raise TypeError(f"expected a ModalityPlugin, got {type(plugin).__name__}")
         except Exception as exc:  # a broken plugin must not break the others
             state.failures.append(f"modality '{ep.name}' ({origin}, {ep.value}): {exc!r}"
-                                  + _where(exc))
+                                  + raised_at(exc))
             continue
         state.modalities[ep.name] = (plugin, origin)
         state.components[ep.name] = {
@@ -199,7 +200,7 @@ def _load() -> _Loaded:
             factory = ep.load()
         except Exception as exc:
             state.failures.append(f"component '{ep.name}' ({origin}, {ep.value}): {exc!r}"
-                                  + _where(exc))
+                                  + raised_at(exc))
             continue
         kind = getattr(factory, "kind", None)
         state.components[modality][name] = Component(name, factory, kind, origin)

@@ -456,3 +456,14 @@ def test_component_options_are_typed_like_the_recipe_sections():
     with pytest.raises(ConfigError, match=r"test: regularizers\[0\].std_weight: expected float, "
                                           r"got 'lots' \(an option of regularizer 'vcreg'\)"):
         build_objective(bad, load_datasets(bad)[2])
+
+
+def test_a_component_that_rejects_its_options_is_named_with_the_line_that_raised():
+    bad = build_raw(tiny_raw(regularizers=[{"name": "vcreg", "std_weight": -1.0}]))
+    with pytest.raises(ConfigError) as info:
+        build_objective(bad, load_datasets(bad)[2])
+    message = str(info.value)
+    assert "regularizers[0]: regularizer 'vcreg' (polyjepa) rejected its options: ValueError at " \
+        in message
+    assert re.search(r"regularizers\.py:\d+: vcreg: std_weight and cov_weight must be >= 0",
+                     message), message
