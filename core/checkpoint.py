@@ -26,6 +26,11 @@ def save_atomic(obj: Any, path: Path) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
 
 
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict, detached and on the CPU, as files store it."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
 def load_file(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by polyjepa (tensors and plain containers only).
 

@@ -99,7 +99,7 @@ def embed(run: str | Path, data: Any, pooling: str | None = None, device: str = 
     """
     from polyjepa.build import recipe_from_dict
     from polyjepa.data import sample_ids
-    from polyjepa.hub import load_encoder, read_export
+    from polyjepa.hub import encoder_from_blob, read_export
     from polyjepa.paths import data_root
     from polyjepa.probes import embed as embed_dataset
     from polyjepa.train import resolve_device
@@ -107,7 +107,7 @@ def embed(run: str | Path, data: Any, pooling: str | None = None, device: str = 
     blob, file = read_export(run)
     recipe = recipe_from_dict(blob["config"], str(file))
     dev = resolve_device(device)
-    backbone = load_encoder(file, device=str(dev))
+    backbone = encoder_from_blob(blob, file, device=str(dev))
     with _as_path(data) as path:
         dataset = recipe.plugin.load_file(recipe.cfg.data, path, data_root(recipe.cfg.data_root),
                                           blob["meta"])

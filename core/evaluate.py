@@ -39,7 +39,7 @@ from polyjepa.build import Recipe, build_backbone, load_splits, recipe_from_dict
 from polyjepa.data import DataSplit, dataset_labels, whole
 from polyjepa.encoders import Backbone
 from polyjepa.errors import CheckpointError, ConfigError, DataError
-from polyjepa.hub import ENCODER_FILE, load_encoder, read_any, read_run_config
+from polyjepa.hub import ENCODER_FILE, encoder_from_blob, read_any, read_run_config
 from polyjepa.paths import data_root, write_atomic
 from polyjepa.probes import embed, knn_probe, linear_probe
 from polyjepa.train import kept_encoder_path, kept_steps, resolve_device, seed_everything
@@ -334,7 +334,7 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     cfg = recipe.cfg.eval
     file = encoder_file(run_dir, checkpoint)
     blob, _ = read_any(file)
-    pretrained = load_encoder(file, device=str(dev))
+    pretrained = encoder_from_blob(blob, file, device=str(dev))
     inits = []
     for k in range(cfg.init_seeds):
         seed_everything(recipe.cfg.train.seed + 1 + k)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from polyjepa.build import Recipe, load_datasets, recipe_from_dict, token_layout
-from polyjepa.checkpoint import save_atomic
+from polyjepa.checkpoint import cpu_state, save_atomic
 from polyjepa.config import check_override_scope, to_dict
 from polyjepa.data import (
     Collate,
@@ -181,9 +181,8 @@ def finetune_run(run_dir: str | Path, overrides: list[str] = (), device: str = "
               "mask_mode": ft.mask_mode}
     save_atomic({"format": WEIGHTS_FORMAT, "config": to_dict(recipe.cfg), "meta": meta,
                  "class_names": list(meta.get("class_names", [])), "pooling": pooling,
-                 "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
-                 "head": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
-                 "norm": {k: v.detach().cpu() for k, v in model.norm.state_dict().items()}},
+                 "backbone": cpu_state(model.backbone), "head": cpu_state(model.head),
+                 "norm": cpu_state(model.norm)},
                 run_dir / WEIGHTS_FILE)
     write_atomic(run_dir / RESULT_FILE, (json.dumps(result, indent=1) + "\n").encode())
     return result

@@ -8,7 +8,7 @@ import yaml
 from torch import nn
 
 from polyjepa.build import build_backbone, load_datasets, recipe_from_dict
-from polyjepa.checkpoint import load_file, load_state, save_atomic
+from polyjepa.checkpoint import cpu_state, load_file, load_state, save_atomic
 from polyjepa.config import check_override_scope, to_dict
 from polyjepa.encoders import Backbone
 from polyjepa.errors import CheckpointError, ConfigError
@@ -24,8 +24,8 @@ def export_encoder(backbone: nn.Module, config: dict, meta: dict, run_dir: Path,
     """Write `run_dir/name` (`encoder.pt`): weights, the resolved config and the data `meta` to
     rebuild."""
     path = run_dir / name
-    state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
-    save_atomic({"format": FORMAT, "state_dict": state, "config": config, "meta": meta}, path)
+    save_atomic({"format": FORMAT, "state_dict": cpu_state(backbone), "config": config,
+                 "meta": meta}, path)
     return path
 
 
@@ -49,7 +49,12 @@ def load_encoder(path: str | Path, device: str = "cpu", source: str | None = Non
     The returned module maps a batched raw input (as the modality's dataset yields it) to token
     latents `[B, R + N, D]`; pool them with `polyjepa.pool`.
     """
-    blob, file = read_any(path, source)
+    return encoder_from_blob(*read_any(path, source), device=device)
+
+
+def encoder_from_blob(blob: dict, file: Path, device: str = "cpu") -> Backbone:
+    """The encoder an export blob (`read_any`, `read_export`) describes, in eval mode: for callers
+    that also need the blob's `meta` or `config`, so the file is read once."""
     recipe = recipe_from_dict(blob["config"], str(file))
     backbone = build_backbone(recipe, blob["meta"])
     load_state(backbone, blob["state_dict"], file)
