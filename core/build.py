@@ -85,8 +85,7 @@ def load_splits(recipe: Recipe) -> Splits:
     if cfg.synthetic:
         train, test, meta = recipe.plugin.synthetic(seed=cfg.train.seed)
     else:
-        if isinstance(cfg.data, C.DataConfig) and "path" in cfg.data.path_keys \
-                and not cfg.data.path:
+        if "path" in C.path_keys(cfg) and not cfg.data.path:
             raise ConfigError(f"{recipe.source}: data.path is empty: this recipe trains on your "
                               "data; give it on the command line, e.g. data.path=my_data (a "
                               "file or folder; relative paths are looked up in the working "

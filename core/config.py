@@ -478,6 +478,12 @@ def _field_type(cls: type, name: str) -> Any:
     return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and args else tp
 
 
+def path_keys(cfg: RecipeConfig) -> tuple[str, ...]:
+    """The data section's keys holding paths (`DataConfig.path_keys`), none for a data schema
+    that does not extend `DataConfig`."""
+    return cfg.data.path_keys if isinstance(cfg.data, DataConfig) else ()
+
+
 def val_fraction(cfg: RecipeConfig) -> float:
     """`data.val_fraction`, 0 for a data schema without it."""
     return cfg.data.val_fraction if isinstance(cfg.data, DataConfig) else 0.0

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from polyjepa.config import DataConfig
+from polyjepa.config import path_keys
 from polyjepa.errors import ConfigError, DataError
 
 DATA_ROOT_ENV = "POLYJEPA_DATA_ROOT"
@@ -66,8 +66,7 @@ def pin_paths(cfg) -> list[str]:
     if root is not None and str(root.resolve()) != cfg.data_root:
         changed.append(f"data_root={cfg.data_root or '$' + DATA_ROOT_ENV}")
         cfg.data_root = str(root.resolve())
-    keys = cfg.data.path_keys if isinstance(cfg.data, DataConfig) else ()
-    for key in keys:
+    for key in path_keys(cfg):
         value = getattr(cfg.data, key)
         if not isinstance(value, str) or not value or _is_name(value):
             continue

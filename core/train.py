@@ -507,8 +507,7 @@ RUN_SETTINGS = {"train.auto_resume", "train.num_workers", "train.progress", "tra
 def _where_keys(cfg) -> set[str]:
     """Keys that say where the data lives (`data_root`, the data schema's `path_keys`): a run
     restarted with its data elsewhere, or with paths spelled another way, is the same run."""
-    keys = cfg.data.path_keys if isinstance(cfg.data, C.DataConfig) else ()
-    return {"data_root", *(f"data.{k}" for k in keys)}
+    return {"data_root", *(f"data.{k}" for k in C.path_keys(cfg))}
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -541,14 +540,13 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
                 f"--resume: no checkpoint at {ckpt_path}; start a new run without --resume")
         state = load_file(ckpt_path)
         built = recipe_from_dict(state["config"], str(ckpt_path), overrides)
-        given = pin_paths(built.cfg)
     else:
         built = load_recipe(recipe, overrides)
-        given = pin_paths(built.cfg)
         if ckpt_path.exists():
             state = load_file(ckpt_path)
+            same_run = RUN_SETTINGS | _where_keys(built.cfg)
             changed = [k for k in _differences(state["config"], C.to_dict(built.cfg))
-                       if k not in RUN_SETTINGS and k not in _where_keys(built.cfg)]
+                       if k not in same_run]
             if changed or not built.cfg.train.auto_resume:
                 why = f" of a different recipe (differs in {', '.join(changed[:8])})" if changed else ""
                 raise ConfigError(
@@ -556,6 +554,7 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
                     "or choose another --out")
         elif (run_dir / "encoder.pt").exists():
             raise ConfigError(f"--out {run_dir} already holds a finished run; choose another --out")
+    given = pin_paths(built.cfg)  # after the comparison, which leaves where the data lives out
     trainer = Trainer(built, run_dir)
     main = trainer.dist.is_main
     created = not run_dir.exists()
