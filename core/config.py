@@ -189,8 +189,14 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Check ``value`` against type ``tp`` (dataclasses recursively); return the typed value."""
+def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against type ``tp`` (dataclasses recursively); return the typed value.
+    The recipe's sections and component options (`is_plain_type` hints) use the same rules:
+    `1e-3`, which YAML reads as a string, becomes a float; an int where a float is expected too.
+
+    Raises:
+        ConfigError: naming `source`, `key`, the expected type and the value.
+    """
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -202,7 +208,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, key, source)
+                return coerce(value, option, key, source)
             except ConfigError:
                 continue
         names = [_type_name(o) for o in options if o is not type(None)]
@@ -220,18 +226,18 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
         (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return [coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin is tuple and typing.get_args(tp)[-1:] == (Ellipsis,):  # tuple[int, ...]
         (item, _) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
-        return tuple(_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value))
+        return tuple(coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value))
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple) or len(value) != len(args):
             raise ConfigError(f"{source}: {key}: expected {len(args)} values, got {value!r}")
         pairs = enumerate(zip(value, args, strict=True))
-        return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in pairs)
+        return tuple(coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in pairs)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
@@ -257,16 +263,6 @@ def is_plain_type(tp: Any) -> bool:
     return False
 
 
-def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    """`value` checked against the plain type `tp` with the rules of the recipe's own sections
-    (`1e-3` read by YAML as a string becomes a float; an int where a float is expected too).
-
-    Raises:
-        ConfigError: naming `source`, `key`, the expected type and the value.
-    """
-    return _coerce(value, tp, key, source)
-
-
 def from_dict(cls: type, raw: dict, source: str, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``raw``; unknown keys and wrong types raise ConfigError."""
     hints = typing.get_type_hints(cls)
@@ -280,7 +276,7 @@ def from_dict(cls: type, raw: dict, source: str, prefix: str = "") -> Any:
     values = {}
     for name, f in known.items():
         if name in raw:
-            values[name] = _coerce(raw[name], hints[name], prefix + name, source)
+            values[name] = coerce(raw[name], hints[name], prefix + name, source)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: missing required key '{prefix}{name}'")
     return cls(**values)

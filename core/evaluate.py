@@ -568,9 +568,8 @@ def comparison(result: dict) -> str:
     five = [b for b in result.get("label_efficiency", {}).get("budgets", [])
             if b["budget"] == "5_per_class"]
     if five:
-        d = five[0]["difference"]
         line += ("; " if line else "") + (f"with 5 labels per class: {five[0]['verdict']} "
-                                          f"({d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}])")
+                                          f"({_signed_ci(five[0]['difference'])})")
     return line
 
 
@@ -589,12 +588,11 @@ def format_efficiency(summary: dict, title: str = "label efficiency") -> list[st
         for b in section["budgets"]:
             rnd = b["random_init"]
             span = f" ({rnd['init_min']:.3f}-{rnd['init_max']:.3f})" if "init_min" in rnd else ""
-            d = b["difference"]
             rows.append({
                 "budget": b["budget"], "labels": f"{b['n_labels']:.0f}" + ("*" if b["capped"] else ""),
                 "pretrained": _ci(b["pretrained"]), "random_init": _ci(rnd) + span,
                 "raw_features": _ci(b["raw_features"]),
-                "pretrained - random_init": f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
+                "pretrained - random_init": _signed_ci(b["difference"]),
                 "verdict": b["verdict"]})
         lines += _rows(rows)
         if any(b["capped"] for b in section["budgets"]):
@@ -605,6 +603,11 @@ def format_efficiency(summary: dict, title: str = "label efficiency") -> list[st
 
 def _ci(s: dict) -> str:
     return f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
+
+
+def _signed_ci(s: dict) -> str:
+    """A difference with its interval, signs shown: `+0.034 [+0.020, +0.047]`."""
+    return f"{s['mean']:+.3f} [{s['low']:+.3f}, {s['high']:+.3f}]"
 
 
 def format_runs(out: dict) -> str:
