@@ -126,19 +126,15 @@ def _check_raw_features(plugin: ModalityPlugin, dataset) -> list[str]:
 
 def _check_recipe(name: str, recipe: str) -> list[str]:
     from polyjepa.build import load_datasets, load_recipe
-    from polyjepa.config import val_fraction
     from polyjepa.hub import load_encoder
     from polyjepa.probes import embed
     from polyjepa.train import pretrain
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            overrides = list(QUICK)
-            if val_fraction(load_recipe(recipe, ["synthetic=true"]).cfg):
-                overrides.append("data.val_fraction=0")
-            run = pretrain(recipe, overrides, Path(tmp) / "run")
+            run = pretrain(recipe, QUICK, Path(tmp) / "run")
             encoder = load_encoder(run)
-            quick = load_recipe(recipe, overrides)
+            quick = load_recipe(recipe, QUICK)
             test = load_datasets(quick)[1]
             x, y = embed(encoder, test, quick.cfg.eval.pooling, 8)
         except Exception as exc:  # noqa: BLE001
