@@ -3,10 +3,12 @@ in a fresh interpreter (median of `--rounds` runs after one warm-up), beside a b
 `python -c pass` and `python -c "import torch"` on the same machine. Prints:
 
     python_s=<seconds>  torch_import_s=<seconds>
-    help_s=... version_s=... recipes_s=... list_s=...
+    help_s=... version_s=... recipes_s=... list_s=... list_refresh_s=...
     help_over_torch=<help_s / torch_import_s>   (well under 1: --help does not import torch)
+    list_over_torch=<list_s / torch_import_s>   (well under 1: answered from the cache file)
 
-`list` loads every plugin (which imports torch), so it costs about a torch import.
+`list --refresh` imports every plugin (and torch), as the first `list` after an install or an
+edit of a plugin does; a plain `list` reads the cache file (`polyjepa.listing`).
 
 Usage: python benchmarks/bench_startup.py [--rounds 5]
 """
@@ -19,7 +21,8 @@ import subprocess
 import sys
 import time
 
-COMMANDS = {"help": ["--help"], "version": ["--version"], "recipes": ["recipes"], "list": ["list"]}
+COMMANDS = {"help": ["--help"], "version": ["--version"], "recipes": ["recipes"], "list": ["list"],
+            "list_refresh": ["list", "--refresh"]}
 
 
 def seconds(argv: list[str], rounds: int) -> float:
@@ -45,6 +48,7 @@ def main() -> None:
     for name, value in results.items():
         print(f"{name}_s={value:.3f}")
     print(f"help_over_torch={results['help'] / torch_s:.3f}")
+    print(f"list_over_torch={results['list'] / torch_s:.3f}")
 
 
 if __name__ == "__main__":

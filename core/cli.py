@@ -17,15 +17,16 @@ DEBUG_ENV = "POLYJEPA_DEBUG"
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
-    from polyjepa.registry import list_components, list_modalities, plugin_failures
+    from polyjepa.listing import installed
 
+    found = installed(refresh=args.refresh)
     print("modalities:")
-    for name, origin in sorted(list_modalities().items()):
+    for name, origin in found.modalities:
         print(f"  {name:<28} ({origin})")
     print("components:")
-    for name, comp in list_components():
-        print(f"  {name:<28} {comp.kind or 'any':<13} ({comp.origin})")
-    for failure in plugin_failures():
+    for name, kind, origin in found.components:
+        print(f"  {name:<28} {kind:<13} ({origin})")
+    for failure in found.failures:
         print(f"failed to load: {failure}")
 
 
@@ -158,7 +159,11 @@ def parser() -> argparse.ArgumentParser:
                    help=f"on an error, print its full chained traceback before the one-line "
                         f"message (also with {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="installed modalities and components").set_defaults(fn=_cmd_list)
+    ls = sub.add_parser("list", help="installed modalities and components (kept in a cache file "
+                                     "until a plugin changes; see polyjepa.listing)")
+    ls.add_argument("--refresh", action="store_true",
+                    help="import every plugin again instead of reading the cache file")
+    ls.set_defaults(fn=_cmd_list)
     rec = sub.add_parser("recipes", help="shipped recipes; with a NAME, its header and every key "
                                         "with its value, type and default")
     rec.add_argument("name", nargs="?", help="a shipped recipe name or a YAML path")

@@ -4,7 +4,9 @@ key recipes and overrides accept."""
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from _helpers import Site
+
+from polyjepa import registry
 from polyjepa.config import deep_merge, is_recipe_key
 from polyjepa.errors import PolyjepaError
 
@@ -31,6 +36,14 @@ def unknown_advice(advised: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
     schemas = [get_modality(m).data_config for m in list_modalities()]
     return [(k, m) for k, m in advised if not is_recipe_key(k, schemas)]
+
+
+def pytest_configure(config):
+    """`polyjepa list`'s cache file goes to a folder of this session (subprocesses inherit it),
+    never to the user's cache folder."""
+    import tempfile
+
+    os.environ["POLYJEPA_CACHE_DIR"] = tempfile.mkdtemp(prefix="polyjepa-cache-")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -129,3 +142,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATA}; see README")
     return SHARED_DATA
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An empty site folder; call `activate()` after installing into it to put it on sys.path."""
+    root = tmp_path / "site"
+    root.mkdir()
+    s = Site(root, monkeypatch=monkeypatch)
+    registry.reset()
+    yield s
+    registry.reset()
+    for module in s.modules:
+        sys.modules.pop(module, None)

@@ -19,19 +19,12 @@ RECIPE = PACKAGE / "polyjepa_image" / "i_jepa_tiny.yaml"
 
 
 @pytest.fixture
-def image_installed(tmp_path, monkeypatch):
+def image_installed(site):
     """`polyjepa-image` installed: its source on sys.path and its entry point in a dist-info,
     nothing else (polyjepa is not told about it)."""
-    dist = tmp_path / "polyjepa_image-0.1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: polyjepa-image\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text(
-        '[polyjepa.modalities]\nimage = polyjepa_image:plugin\n')
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(PACKAGE))
-    registry.reset()
-    yield
-    registry.reset()
+    site.install("polyjepa-image", {registry.MODALITY_GROUP: {"image": "polyjepa_image:plugin"}})
+    site.monkeypatch.syspath_prepend(str(PACKAGE))
+    site.activate()
 
 
 def test_the_image_plugin_registers_and_conforms(image_installed):

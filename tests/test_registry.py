@@ -8,72 +8,17 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
-from _helpers import BUILTIN_MODALITIES
+from _helpers import BUILTIN_MODALITIES, Site
 
 from polyjepa import registry
 from polyjepa.build import build_backbone, load_recipe
 from polyjepa.errors import ConfigError, RegistryError
 from polyjepa.hub import load_encoder
 from polyjepa.train import pretrain
-
-THIRD_PARTY = Path(__file__).parent / "third_party" / "polyjepa_extra.py"
-EXTRA_EP = {"polyjepa.components": {"tabular.mlp_tokenizer": "polyjepa_extra:MLPTokenizer"}}
-
-
-@dataclass
-class Site:
-    """A folder that acts as an extra site-packages: distributions written here are installed
-    once `activate()` puts the folder on sys.path."""
-
-    root: Path
-    modules: list[str] = field(default_factory=list)
-    monkeypatch: pytest.MonkeyPatch | None = None
-
-    def activate(self) -> None:
-        """Put the folder on sys.path and forget loaded plugins (as after `pip install`)."""
-        assert self.monkeypatch is not None
-        self.monkeypatch.syspath_prepend(str(self.root))
-        registry.reset()
-
-    def install(self, name: str, entry_points: dict[str, dict[str, str]],
-                modules: dict[str, str] | None = None, version: str = "0.1.0") -> None:
-        """Write `<name>-<version>.dist-info` with METADATA and entry_points.txt, and modules."""
-        dist = self.root / f"{name.replace('-', '_')}-{version}.dist-info"
-        dist.mkdir()
-        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        text = ""
-        for group, eps in entry_points.items():
-            text += f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
-        (dist / "entry_points.txt").write_text(text)
-        for module, source in (modules or {}).items():
-            (self.root / f"{module}.py").write_text(source)
-            self.modules.append(module)
-
-    def install_extra(self, extra_eps: dict[str, dict[str, str]] | None = None) -> None:
-        """The `polyjepa-extra` distribution with the MLP tokenizer (plus `extra_eps`)."""
-        eps = {group: dict(v) for group, v in EXTRA_EP.items()}
-        for group, more in (extra_eps or {}).items():
-            eps.setdefault(group, {}).update(more)
-        self.install("polyjepa-extra", eps, {"polyjepa_extra": THIRD_PARTY.read_text()})
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """An empty site folder; call `activate()` after installing into it to put it on sys.path."""
-    root = tmp_path / "site"
-    root.mkdir()
-    s = Site(root, monkeypatch=monkeypatch)
-    registry.reset()
-    yield s
-    registry.reset()
-    for module in s.modules:
-        sys.modules.pop(module, None)
-
 
 def components() -> dict[str, registry.Component]:
     return dict(registry.list_components())
