@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from _helpers import Site
 
 from polyjepa import registry

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from polyjepa.build import build_backbone, load_recipe
 from polyjepa.errors import ConfigError, RegistryError
 from polyjepa.hub import load_encoder
 from polyjepa.train import pretrain
+
 
 def components() -> dict[str, registry.Component]:
     return dict(registry.list_components())
