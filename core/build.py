@@ -7,9 +7,11 @@ e.g. `num_numeric`, `cardinalities`, `num_tokens`, and widths such as `dim` / `i
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,11 @@ from typing import Any
 from torch import nn
 
 from polyjepa import config as C
-from polyjepa.data import carve_validation
+from polyjepa.contracts import Objective, conform
+from polyjepa.data import Collate, carve_validation
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError
 from polyjepa.paths import DATA_ROOT_ENV, data_root
-from polyjepa.pooling import pooled_dim
 from polyjepa.registry import ModalityPlugin, get_component, get_modality, raised_at
 
 
@@ -34,7 +36,7 @@ class Recipe:
     plugin: ModalityPlugin
 
 
-def load_recipe(recipe: str | Path, overrides: list[str] = ()) -> Recipe:
+def load_recipe(recipe: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read a shipped recipe name or YAML path, apply `key=value` overrides and validate.
 
     A shipped recipe describes polyjepa's own datasets: an override of `data.path` sets its
@@ -55,7 +57,7 @@ def load_recipe(recipe: str | Path, overrides: list[str] = ()) -> Recipe:
     return recipe_from_dict(raw, str(path), overrides)
 
 
-def recipe_from_dict(raw: dict, source: str, overrides: list[str] = ()) -> Recipe:
+def recipe_from_dict(raw: dict, source: str, overrides: Sequence[str] = ()) -> Recipe:
     """Validate a recipe dict with `key=value` overrides applied."""
     if overrides:
         raw = C.apply_overrides(raw, list(overrides))
@@ -141,11 +143,12 @@ def call_factory(spec: dict, kind: str, field: str, recipe: Recipe, context: dic
         elif param.default is inspect.Parameter.empty:
             raise ConfigError(f"{recipe.source}: {field}: {kind} '{name}' needs option '{pname}'")
     try:
-        return component.factory(**kwargs)
+        built = component.factory(**kwargs)
     except (ValueError, TypeError) as exc:  # a value the component rejects; other errors propagate
         raise ConfigError(f"{recipe.source}: {field}: {kind} '{name}' ({component.origin}) "
                           f"rejected its options: {type(exc).__name__}{raised_at(exc)}: {exc}"
                           ) from exc
+    return conform(built, kind, f"{recipe.source}: {field}: {kind} '{name}' ({component.origin})")
 
 
 def option_types(factory: Any) -> dict[str, Any]:
@@ -164,11 +167,11 @@ def build_backbone(recipe: Recipe, meta: dict) -> Backbone:
     frontend = None
     if model.frontend is not None:
         frontend = call_factory(model.frontend, "frontend", "model.frontend", recipe, meta)
-    context = {**meta, **getattr(frontend, "layout", {})}
+    context = {**meta, **(frontend.layout if frontend is not None else {})}
     tokenizer: nn.Module = nn.Identity()
     if model.tokenizer is not None:
         tokenizer = call_factory(model.tokenizer, "tokenizer", "model.tokenizer", recipe, meta)
-        context.update(dim=tokenizer.dim, **getattr(tokenizer, "layout", {}))
+        context.update(dim=tokenizer.dim, **tokenizer.layout)
     else:
         name = model.encoder.get("name", "")
         try:
@@ -183,66 +186,67 @@ def build_backbone(recipe: Recipe, meta: dict) -> Backbone:
     return Backbone(tokenizer, encoder, frontend)
 
 
-def token_layout(backbone: Backbone) -> dict:
-    """What the frontend and tokenizer tell maskers about the tokens (e.g. `num_tokens`, `grid`:
-    a point-cloud frontend knows its group count), if anything; the tokenizer's word wins."""
-    return {**getattr(backbone.frontend, "layout", {}), **getattr(backbone.tokenizer, "layout", {})}
+PART_KINDS = {"predictor": "predictor", "projector": "predictor", "decoder": "decoder"}
+"""The slot kind each of the recipe's `model.<part>` heads is looked up as."""
 
 
-def build_objective(recipe: Recipe, meta: dict, augmentations: list[Any] = ()) -> nn.Module:
-    """The recipe's objective with its backbone, predictor/projector, regularizers and the
-    device-side `augmentations` (which the objective owns, so their state is checkpointed)."""
+@dataclass
+class Parts:
+    """What an objective's `parts` hook (`polyjepa.contracts.Objective.parts`) builds its heads
+    from: the recipe, the data's `meta`, the built backbone and (on first use) the masker."""
+
+    recipe: Recipe
+    meta: dict
+    backbone: Backbone
+    objective: str
+    given_masker: Any = None
+
+    @functools.cached_property
+    def masker(self) -> Any:
+        """The run's masker (None without one)."""
+        if self.given_masker is not None:
+            return self.given_masker
+        return build_masker(self.recipe, self.meta, self.backbone.layout)
+
+    def build(self, part: str, required: bool = False, **context: Any) -> Any:
+        """The recipe's `model.<part>` (predictor, projector or decoder), its options filled from
+        `meta`, `in_dim` = the backbone's width and `context`; None when the recipe has none.
+
+        Raises:
+            ConfigError: `required` and the recipe has none.
+        """
+        spec = getattr(self.recipe.cfg.model, part)
+        if spec is None:
+            if required:
+                raise ConfigError(f"{self.recipe.source}: model.{part}: the {self.objective} "
+                                  "objective needs one")
+            return None
+        return call_factory(spec, PART_KINDS[part], f"model.{part}", self.recipe,
+                            {**self.meta, "in_dim": self.backbone.dim, **context})
+
+
+def build_objective(recipe: Recipe, meta: dict, augmentations: Sequence[Any] = (),
+                    backbone: Backbone | None = None, masker: Any = None) -> Objective:
+    """The recipe's objective with its backbone (built here unless given), the heads its
+    `parts` hook asks for, the regularizers and the device-side `augmentations` (which the
+    objective owns, so their state is checkpointed). `masker`: the run's, for objectives whose
+    heads are sized by it (built when such an objective asks, if not given)."""
     cfg = recipe.cfg
-    backbone = build_backbone(recipe, meta)
+    backbone = backbone if backbone is not None else build_backbone(recipe, meta)
     regularizers = [
         call_factory(spec, "regularizer", f"regularizers[{i}]", recipe, meta)
         for i, spec in enumerate(cfg.regularizers)
     ]
-    name = cfg.objective.get("name")
+    name = cfg.objective.get("name", "")
+    try:
+        factory = get_component(name, "objective", cfg.modality).factory
+    except LookupError:
+        factory = None  # call_factory reports the unknown (or missing) name
     context: dict[str, Any] = {**meta, "backbone": backbone, "regularizers": regularizers}
     if augmentations:
         context["augmentations"] = augmentations
-    if name == "jepa":
-        if cfg.model.predictor is None:
-            raise ConfigError(f"{recipe.source}: model.predictor: the jepa objective needs one")
-        context["predictor"] = call_factory(
-            cfg.model.predictor, "predictor", "model.predictor", recipe,
-            {**meta, "in_dim": backbone.dim, "num_prefix_tokens": backbone.num_prefix_tokens},
-        )
-    elif name == "predictive_vcr":
-        if cfg.model.predictor is None:
-            raise ConfigError(f"{recipe.source}: model.predictor: predictive_vcr needs one")
-        masker = build_masker(recipe, meta, token_layout(backbone))  # its counts size the predictor
-        sizes = {k: getattr(masker, k) for k in ("num_context", "num_target") if hasattr(masker, k)}
-        context["predictor"] = call_factory(cfg.model.predictor, "predictor", "model.predictor",
-                                            recipe, {**meta, "in_dim": backbone.dim, **sizes})
-        if cfg.model.decoder is not None:
-            context["decoder"] = call_factory(cfg.model.decoder, "decoder", "model.decoder", recipe,
-                                              {**meta, "in_dim": backbone.dim})
-    elif name == "latent_rollout":
-        if cfg.model.predictor is None:
-            raise ConfigError(f"{recipe.source}: model.predictor: latent_rollout needs one")
-        layout = token_layout(backbone)
-        context["predictor"] = call_factory(cfg.model.predictor, "predictor", "model.predictor",
-                                            recipe, {**meta, "in_dim": backbone.dim,
-                                                     "action_dim": layout.get("action_dim", 0)})
-    elif name == "byol":
-        if cfg.model.projector is None or cfg.model.predictor is None:
-            raise ConfigError(
-                f"{recipe.source}: model: the byol objective needs a projector and a predictor"
-            )
-        try:
-            in_dim = pooled_dim(backbone, cfg.objective.get("pooling", "mean"),
-                                {**meta, **token_layout(backbone)})
-        except ValueError as exc:
-            raise ConfigError(f"{recipe.source}: objective.pooling: {exc}") from None
-        projector = call_factory(cfg.model.projector, "predictor", "model.projector", recipe,
-                                 {**meta, "in_dim": in_dim})
-        context["projector"] = projector
-        context["predictor"] = call_factory(
-            cfg.model.predictor, "predictor", "model.predictor", recipe,
-            {**meta, "in_dim": projector.out_dim},
-        )
+    if isinstance(factory, type) and issubclass(factory, Objective):
+        context.update(factory.parts(Parts(recipe, meta, backbone, name, masker)))
     return call_factory(cfg.objective, "objective", "objective", recipe, context)
 
 
@@ -269,9 +273,32 @@ def build_augmentations(recipe: Recipe, meta: dict) -> list[Any]:
 
 def split_augmentations(augmentations: list[Any]) -> tuple[list[Any], list[Any]]:
     """`(collate-side, device-side)` augmentations; device-side ones must come last."""
-    on_device = [bool(getattr(a, "on_device", False)) for a in augmentations]
+    on_device = [bool(a.on_device) for a in augmentations]
     first = on_device.index(True) if any(on_device) else len(on_device)
     if not all(on_device[first:]):
         raise ConfigError("augmentations: device-side augmentations (on features) must come "
                           "after every collate-side one (on raw inputs)")
     return augmentations[:first], augmentations[first:]
+
+
+@dataclass
+class Run:
+    """A recipe assembled for training, in one place (`assemble`): its data, its objective
+    (backbone, heads, regularizers, device-side augmentations) and the collate that draws each
+    batch's masks and views. The trainer adds only what depends on the process: device, DDP,
+    loader, optimizer."""
+
+    recipe: Recipe
+    splits: Splits
+    objective: Objective
+    collate: Collate
+
+
+def assemble(recipe: Recipe) -> Run:
+    """Recipe -> plugin's data -> backbone -> masker -> objective -> collate."""
+    splits = load_splits(recipe)
+    collate_side, device_side = split_augmentations(build_augmentations(recipe, splits.meta))
+    backbone = build_backbone(recipe, splits.meta)
+    masker = build_masker(recipe, splits.meta, backbone.layout)
+    objective = build_objective(recipe, splits.meta, device_side, backbone, masker)
+    return Run(recipe, splits, objective, Collate(masker, collate_side, objective.num_views))

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import tempfile
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def header(path: Path) -> list[str]:
     return lines
 
 
-def describe(name_or_path: str, overrides: list[str] = ()) -> str:
+def describe(name_or_path: str, overrides: Sequence[str] = ()) -> str:
     """A recipe's header and every key it resolves to (its base and `overrides` applied):
     `key = value  (type, default D)`, with `*` where the recipe changes the default."""
     from polyjepa.build import load_recipe
@@ -103,7 +104,7 @@ def _key_line(key: str, value: Any, cls: type, name: str) -> str:
     return f"{mark} {key} = {C.to_dict(value)!r}  ({kind}, default {C.to_dict(default)!r})"
 
 
-def time_steps(name_or_path: str, overrides: list[str] = (), steps: int = 20) -> dict:
+def time_steps(name_or_path: str, overrides: Sequence[str] = (), steps: int = 20) -> dict:
     """Train `steps` steps of a recipe in a temporary folder and extrapolate to its whole run.
 
     Returns:

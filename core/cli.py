@@ -12,6 +12,7 @@ from pathlib import Path
 
 from polyjepa import __version__
 from polyjepa.errors import PolyjepaError
+from polyjepa.log import show_on_stderr
 
 DEBUG_ENV = "POLYJEPA_DEBUG"
 
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
+    show_on_stderr()
     try:
         args.fn(args)
     except BrokenPipeError:  # `polyjepa recipes NAME | head`: the reader has what it wanted

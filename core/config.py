@@ -16,6 +16,7 @@ import importlib.resources
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,7 +218,7 @@ def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, source, prefix=f"{key}.")
+        return from_dict(typing.cast(type, tp), value, source, prefix=f"{key}.")
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
@@ -449,7 +450,7 @@ AT_LEAST_ONE = ("max_steps", "batch_size", "accumulate", "checkpoint_every", "lo
                 "monitor_every")
 
 
-def is_recipe_key(key: str, data_schemas: list[type] = ()) -> bool:
+def is_recipe_key(key: str, data_schemas: Sequence[type] = ()) -> bool:
     """Whether a dotted `key` is one a recipe or an override may set: a field of the recipe's
     sections (`train.batch_size`), anything under a component spec (`model.encoder.dim`,
     `objective.loss`), or a field of one of `data_schemas` (`data.label_regex`)."""

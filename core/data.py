@@ -11,7 +11,7 @@ and a resumed run replays exactly the batches an uninterrupted one would have se
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -19,14 +19,9 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Sampler, default_collate
 
+from polyjepa.contracts import Augmentation, Masker, conform
 from polyjepa.errors import DataError
-from polyjepa.types import Batch, Masks, RawInput
-
-Masker = Callable[[int, torch.Generator], Masks]
-"""`(batch_size, generator) -> Masks`; a masker whose `progressive` attribute is true (a
-curriculum) is called as `(batch_size, generator, position)`, position = micro-batch index, and
-one whose `reads_input` attribute is true as `(x, generator)`, x = the batched raw input."""
-Augmentation = Callable[[RawInput, torch.Generator], RawInput]
+from polyjepa.types import Batch
 
 
 def _mix(*values: int) -> int:
@@ -147,8 +142,8 @@ class Collate:
 
     def __init__(self, masker: Masker | None = None,
                  augmentations: Sequence[Augmentation] = (), num_views: int = 2) -> None:
-        self.masker = masker
-        self.augmentations = list(augmentations)
+        self.masker = None if masker is None else conform(masker, "masker", "masker")
+        self.augmentations = [conform(a, "augmentation", "augmentations") for a in augmentations]
         self.num_views = num_views
 
     def __call__(self, items: list[tuple[Any, int, int]]) -> Batch:
@@ -160,9 +155,9 @@ class Collate:
         x, y = default_collate(samples)
         masks = None
         if self.masker is not None:
-            if getattr(self.masker, "reads_input", False):
+            if self.masker.reads_input:
                 masks = self.masker(x, g)
-            elif getattr(self.masker, "progressive", False):
+            elif self.masker.progressive:
                 masks = self.masker(len(samples), g, position)
             else:
                 masks = self.masker(len(samples), g)
@@ -223,7 +218,7 @@ class DataSplit(Dataset):
     slices its labels and its `probe_targets()`; modality-specific attributes stay on `parent`.
     """
 
-    def __init__(self, parent: Any, indices: Sequence[int]) -> None:
+    def __init__(self, parent: Any, indices: Sequence[int] | np.ndarray) -> None:
         self.parent = parent
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = dataset_labels(parent)[self.indices]

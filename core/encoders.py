@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from polyjepa.contracts import conform
 from polyjepa.errors import ContractError
 from polyjepa.pooling import pool
 from polyjepa.registry import register
@@ -176,13 +178,22 @@ class Backbone(nn.Module):
     def __init__(self, tokenizer: nn.Module, encoder: nn.Module,
                  frontend: nn.Module | None = None) -> None:
         super().__init__()
-        self.frontend = frontend if frontend is not None else nn.Identity()
-        self.tokenizer = tokenizer
-        self.encoder = encoder
+        self.frontend = conform(frontend if frontend is not None else nn.Identity(), "frontend",
+                                "model.frontend")
+        self.tokenizer = tokenizer if isinstance(tokenizer, nn.Identity) else conform(
+            tokenizer, "tokenizer", "model.tokenizer")
+        self.encoder = conform(encoder, "encoder", "model.encoder")
 
     @property
     def num_prefix_tokens(self) -> int:
-        return getattr(self.encoder, "num_prefix_tokens", 0)
+        return self.encoder.num_prefix_tokens
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        """What the frontend and tokenizer tell maskers about the tokens (e.g. `num_tokens`,
+        `grid`: a point-cloud frontend knows its group count); the tokenizer's word wins."""
+        tokenized = {} if isinstance(self.tokenizer, nn.Identity) else self.tokenizer.layout
+        return {**self.frontend.layout, **tokenized}
 
     @property
     def dim(self) -> int:
@@ -203,7 +214,7 @@ class Backbone(nn.Module):
     @property
     def step_tokens(self) -> int:
         """Tokens per step of a time-major token grid (1 without a grid)."""
-        return tokens_per_step(getattr(self.tokenizer, "layout", {}).get("grid"))
+        return tokens_per_step(self.layout.get("grid"))
 
     def embed(self, x: RawInput, pooling: str) -> Tensor:
         """One pooled vector per sample `[B, F]` (padding tokens left out, see `pool`)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -256,7 +257,7 @@ def encoder_file(run_dir: Path, checkpoint: int | None) -> Path:
 
 
 def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str = "auto",
-                 test_fraction: float = 0.2, overrides: list[str] = (),
+                 test_fraction: float = 0.2, overrides: Sequence[str] = (),
                  checkpoint: int | None = None, progress: bool = False) -> dict:
     """Probe a run's exported encoder, random-init twins and the raw features on one split.
 
@@ -354,7 +355,7 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     encoders = {"pretrained": [pretrained], "random_init": inits}
     total = sum(len(v) for v in encoders.values())
     features: LE.Features = {}
-    y_train = y_test = None
+    y_train = y_test = np.zeros(0, dtype=np.int64)  # set by the first _features call below
     bar = tqdm(total=2 * total + 1, desc="eval: embed", unit="set", disable=not progress,
                dynamic_ncols=True)
     for name, backbones in encoders.items():
@@ -365,7 +366,8 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
             x_te, y_test = _features(backbone, test_set, cfg, dev)
             bar.update(1)
             features[name].append((x_tr, x_te))
-    features["raw_features"] = [tuple(raw_features(recipe, train_set, test_set))]
+    raw_train, raw_test = raw_features(recipe, train_set, test_set)
+    features["raw_features"] = [(raw_train, raw_test)]
     bar.update(1)
     bar.close()
     y_all = np.concatenate([y_train, y_test])
@@ -442,7 +444,7 @@ def summarize_efficiency(scores: dict[str, tuple[list[LE.BudgetScores], str]], d
 
 
 def evaluate_runs(run_dirs: list[str | Path], data_path: str | None = None, device: str = "auto",
-                  test_fraction: float = 0.2, overrides: list[str] = (),
+                  test_fraction: float = 0.2, overrides: Sequence[str] = (),
                   checkpoint: int | None = None, progress: bool = False) -> dict:
     """`evaluate_run` on several runs (e.g. pretraining seeds of one recipe), and across them.
 

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -246,7 +247,8 @@ def group_targets(train: list, test: list, names: list[str]) -> tuple[dict, dict
     Raises:
         ConfigError: a name that no training item has as a group.
     """
-    train_out, test_out = {}, {}
+    train_out: dict[str, np.ndarray] = {}
+    test_out: dict[str, np.ndarray] = {}
     for name in names:
         values = sorted({item.groups[name] for item in train if name in item.groups})
         if not values:
@@ -260,7 +262,7 @@ def group_targets(train: list, test: list, names: list[str]) -> tuple[dict, dict
 
 
 def training_classes(train: list, test: list, order: list[str] | None = None,
-                     describe: Callable[[object], object] = lambda item: item.path) -> list[str]:
+                     describe: Callable[[Any], object] = lambda item: item.path) -> list[str]:
     """The class names of the training items (`label` attribute), sorted or in the order of
     `order` (e.g. a bundle's `class_names`), checking that every test label is among them.
 

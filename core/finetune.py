@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from polyjepa.build import Recipe, load_datasets, recipe_from_dict, token_layout
+from polyjepa.build import Recipe, load_datasets, recipe_from_dict
 from polyjepa.checkpoint import cpu_state, save_atomic
 from polyjepa.config import check_override_scope, to_dict
 from polyjepa.data import (
@@ -93,6 +94,7 @@ class Classifier(nn.Module):
             masked = masked | tokens.pad_mask
         if self.mask_mode == "attention":  # the encoder hides pad_mask tokens as keys
             return self.backbone.encoder(Tokens(tokens.x, tokens.pos, masked)), tokens.pad_mask
+        assert self.mask_token is not None  # mask_mode "token" with a mask ratio makes one
         x_masked = torch.where(masked[..., None], self.mask_token.to(tokens.x.dtype), tokens.x)
         return self.backbone.encoder(Tokens(x_masked, tokens.pos, tokens.pad_mask)), tokens.pad_mask
 
@@ -115,7 +117,7 @@ def accuracy(model: Classifier, dataset, batch_size: int, device: torch.device) 
     return correct / max(total, 1)
 
 
-def finetune_run(run_dir: str | Path, overrides: list[str] = (), device: str = "auto",
+def finetune_run(run_dir: str | Path, overrides: Sequence[str] = (), device: str = "auto",
                  progress: bool = True) -> dict:
     """Fine-tune a run's exported encoder on the recipe's labelled training split.
 
@@ -140,7 +142,7 @@ def finetune_run(run_dir: str | Path, overrides: list[str] = (), device: str = "
     backbone = load_encoder(run_dir, device=str(dev))
     probe = _frozen_probe(backbone, train_set, test_set, recipe, pooling, dev)
     seed_everything(ft.seed)
-    in_dim = pooled_dim(backbone, pooling, {**meta, **token_layout(backbone)})
+    in_dim = pooled_dim(backbone, pooling, {**meta, **backbone.layout})
     model = Classifier(backbone, num_classes, pooling, in_dim, ft.mask_ratio, ft.mask_mode).to(dev)
     optimizer = torch.optim.AdamW(param_groups(model, ft.weight_decay), lr=ft.lr)
     batch_size = fitting_batch_size(ft.batch_size, len(train_set), "finetune.batch_size")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -108,7 +109,7 @@ def read_any(path: str | Path, source: str | None = None) -> tuple[dict, Path]:
 
 
 def import_checkpoint(file: str | Path, out_dir: str | Path, source: str | None = None,
-                      overrides: list[str] = ()) -> Path:
+                      overrides: Sequence[str] = ()) -> Path:
     """Write a run directory (`encoder.pt`, `config.yaml`) for a foreign checkpoint.
 
     With `data.*` overrides naming data (e.g. `data.path=...`), the data's preprocessing

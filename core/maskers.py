@@ -101,8 +101,8 @@ class MultiBlockMasker:
                  target_aspect: tuple[float, float] = (0.75, 1.5), num_targets: int = 4,
                  context_scale: tuple[float, float] = (0.85, 1.0), min_keep: int = 10) -> None:
         self.grid, self.num_targets, self.min_keep = tuple(grid), num_targets, min_keep
-        self.target_scale, self.target_aspect = tuple(target_scale), tuple(target_aspect)
-        self.context_scale = tuple(context_scale)
+        self.target_scale, self.target_aspect = target_scale, target_aspect
+        self.context_scale = context_scale
 
     def __call__(self, batch_size: int, generator: torch.Generator) -> Masks:
         return masks.multiblock(batch_size, self.grid, self.target_scale, self.target_aspect,

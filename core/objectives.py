@@ -1,4 +1,5 @@
-"""Self-supervised objectives. Each is an `nn.Module` with `forward(batch) -> (loss, logs)`.
+"""Self-supervised objectives: subclasses of `polyjepa.contracts.Objective`, `forward(batch) ->
+(loss, logs)`, each building the heads it needs in its `parts` hook.
 
 `logs` holds detached scalar tensors (no device sync on the hot path). After each optimizer step
 the trainer calls `update_target(momentum)`. `monitor_embeddings` holds the last batch's pooled
@@ -8,17 +9,22 @@ target embeddings `[B, D]` for the collapse monitors.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polyjepa.contracts import Objective, SizedMasker
 from polyjepa.ema import ema_update, make_target
 from polyjepa.encoders import Backbone, gather_tokens
-from polyjepa.pooling import pool
+from polyjepa.errors import ConfigError
+from polyjepa.pooling import pool, pooled_dim
 from polyjepa.registry import register
 from polyjepa.types import Batch, Tokens
+
+if TYPE_CHECKING:
+    from polyjepa.build import Parts
 
 LOSSES = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
 
@@ -40,7 +46,7 @@ def _regularize(regularizers: nn.ModuleList, z: Tensor, loss: Tensor, logs: dict
 
 
 @register("jepa", kind="objective")
-class JEPA(nn.Module):
+class JEPA(Objective):
     """Joint-embedding predictive architecture (I-JEPA, Assran et al. 2023).
 
     The context encoder sees only the context tokens; the predictor fills mask tokens at each
@@ -62,6 +68,12 @@ class JEPA(nn.Module):
     """
 
     num_views = 0  # collate-side augmentations transform the input itself
+
+    @classmethod
+    def parts(cls, parts: Parts) -> dict[str, Any]:
+        """The predictor, told how many prefix (register) tokens lead the context latents."""
+        return {"predictor": parts.build("predictor", required=True,
+                                         num_prefix_tokens=parts.backbone.num_prefix_tokens)}
 
     def __init__(
         self,
@@ -145,7 +157,7 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
 
 
 @register("byol", kind="objective")
-class BYOL(nn.Module):
+class BYOL(Objective):
     """Bootstrap Your Own Latent (Grill et al. 2020): two views, symmetric normalised MSE.
 
     online: backbone -> pool -> projector -> predictor; target: EMA(backbone, projector).
@@ -180,6 +192,18 @@ class BYOL(nn.Module):
         self.target_projector = make_target(projector)
         self.regularizers = nn.ModuleList(regularizers or [])
         self.monitor_embeddings: Tensor | None = None
+
+    @classmethod
+    def parts(cls, parts: Parts) -> dict[str, Any]:
+        """The projector, sized by the pooled embedding, and the predictor, by the projection."""
+        pooling = parts.recipe.cfg.objective.get("pooling", "mean")
+        try:
+            in_dim = pooled_dim(parts.backbone, pooling, {**parts.meta, **parts.backbone.layout})
+        except ValueError as exc:
+            raise ConfigError(f"{parts.recipe.source}: objective.pooling: {exc}") from None
+        projector = parts.build("projector", required=True, in_dim=in_dim)
+        return {"projector": projector,
+                "predictor": parts.build("predictor", required=True, in_dim=projector.out_dim)}
 
     def _embed(self, backbone: Backbone, features) -> Tensor:
         return pool(backbone.encode(features), self.pooling, backbone.num_prefix_tokens)
@@ -218,13 +242,9 @@ class BYOL(nn.Module):
         ema_update(self.target, self.online, momentum)
         ema_update(self.target_projector, self.projector, momentum)
 
-    def export_backbone(self) -> Backbone:
-        """The encoder to export: the online encoder (BYOL keeps the online network)."""
-        return self.online
-
 
 @register("predictive_vcr", kind="objective")
-class PredictiveVCR(nn.Module):
+class PredictiveVCR(Objective):
     """Predict the representations of a sample's target tokens (the future frames) from its
     context tokens (the past), with variance-covariance regularization instead of an EMA target
     (VJ-VCR, Drozdov et al. 2024). One encoder, one pass, gradients through both sides.
@@ -252,6 +272,17 @@ class PredictiveVCR(nn.Module):
 
     num_views = 0
 
+    @classmethod
+    def parts(cls, parts: Parts) -> dict[str, Any]:
+        """The predictor, sized by the masker's context and target counts, and the decoder if
+        the recipe has one."""
+        sizes = {}
+        if isinstance(parts.masker, SizedMasker):
+            sizes = {"num_context": parts.masker.num_context, "num_target": parts.masker.num_target}
+        found = {"predictor": parts.build("predictor", required=True, **sizes)}
+        decoder = parts.build("decoder")
+        return found if decoder is None else {**found, "decoder": decoder}
+
     def __init__(self, backbone: Backbone, predictor: nn.Module,
                  regularizers: list[nn.Module] | None = None, decoder: nn.Module | None = None,
                  target: str = "latent", latent_relax: float = 0.05) -> None:
@@ -277,6 +308,7 @@ class PredictiveVCR(nn.Module):
         self.monitor_embeddings = h.detach().mean(1).float()
         pred = self.predictor(gather_tokens(h, masks.context))  # [B, K, Nt, D]
         if self.target_kind == "pixels":
+            assert isinstance(batch.x, Tensor) and self.decoder is not None  # checked in __init__
             frames = torch.gather(batch.x, 1, target_idx.view(*target_idx.shape, 1, 1, 1).expand(
                 -1, -1, *batch.x.shape[2:]))  # [B, Nt, C, H, W]
             energy = (self.decoder(pred).float() - frames.unsqueeze(1).float()).square()
@@ -302,12 +334,6 @@ class PredictiveVCR(nn.Module):
                 logs[key] = torch.stack([p[1][key] for p in parts]).mean()
         return loss, logs
 
-    def update_target(self, momentum: float) -> None:
-        """Nothing to update: there is no target network."""
-
-    def export_backbone(self) -> Backbone:
-        return self.online
-
 
 def _rollout_loss(name: str):
     """Per-element loss `[..., D] -> [...]` for latent rollouts; `cosine` is 1 - cosine
@@ -320,7 +346,7 @@ def _rollout_loss(name: str):
 
 
 @register("latent_rollout", kind="objective")
-class LatentRollout(nn.Module):
+class LatentRollout(Objective):
     """Action-conditioned latent prediction over time (TS-JEPA, Girgis et al. 2024).
 
     The encoder gives one embedding per time step (the mean of the step's tokens; a causal
@@ -346,6 +372,12 @@ class LatentRollout(nn.Module):
 
     num_views = 0
 
+    @classmethod
+    def parts(cls, parts: Parts) -> dict[str, Any]:
+        """The one-step predictor, told the width of each step's actions (0: none)."""
+        return {"predictor": parts.build("predictor", required=True,
+                                         action_dim=parts.backbone.layout.get("action_dim", 0))}
+
     def __init__(self, backbone: Backbone, predictor: nn.Module, horizon: int = 4,
                  starts: int | None = None, loss: str = "l1", normalize_targets: bool = True,
                  regularizers: list[nn.Module] | None = None, export: str = "target") -> None:
@@ -354,14 +386,14 @@ class LatentRollout(nn.Module):
             raise ValueError(f"objective.horizon must be >= 1, got {horizon}")
         if export not in ("target", "online"):
             raise ValueError(f"objective.export: '{export}' is not target or online")
-        grid = getattr(backbone.tokenizer, "layout", {}).get("grid")
+        grid = backbone.tokenizer.layout.get("grid")
         if grid is None:
             raise ValueError("latent_rollout needs a tokenizer that lays tokens out on a grid with "
                              "time first (e.g. timeseries.patches)")
-        if getattr(backbone.encoder, "causal_window", None) is None:
+        if backbone.encoder.causal_window is None:
             raise ValueError("latent_rollout needs a causal encoder (model.encoder.causal_window): "
                              "otherwise an embedding sees the steps it is asked to predict")
-        if getattr(backbone.tokenizer, "revin", None) is not None:
+        if backbone.tokenizer.uses_future:
             raise ValueError("latent_rollout: RevIN's statistics span the whole series, so every "
                              "embedding would see the future; set model.tokenizer.revin false")
         if grid[0] < 2:
@@ -408,7 +440,7 @@ class LatentRollout(nn.Module):
             self.monitor_embeddings = targets.mean(1).float()
             if self.normalize_targets:
                 targets = F.layer_norm(targets, targets.shape[-1:])
-        step_actions = getattr(self.online.tokenizer, "step_actions", None)
+        step_actions = self.online.tokenizer.step_actions
         actions = None if step_actions is None else step_actions(features)  # [B, N, F] | None
         horizon = min(self.horizon, self.steps - 1)
         first = torch.arange(self.steps - horizon, device=z.device)  # starts with H steps after

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import random
 import shutil
 import signal
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +27,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from polyjepa import config as C
-from polyjepa.build import (
-    Recipe,
-    build_augmentations,
-    build_masker,
-    build_objective,
-    load_recipe,
-    load_splits,
-    recipe_from_dict,
-    split_augmentations,
-    token_layout,
-)
+from polyjepa.build import Recipe, assemble, load_recipe, recipe_from_dict
 from polyjepa.checkpoint import load_file, load_state, save_atomic
 from polyjepa.data import (
-    Collate,
     DataSplit,
     SeededBatchSampler,
     SeededDataset,
@@ -57,10 +46,13 @@ from polyjepa.distributed import (
 from polyjepa.ema import momentum_at
 from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
 from polyjepa.hub import ENCODER_FILE, export_encoder
+from polyjepa.log import quiet_other_ranks
 from polyjepa.monitors import normalized_std, rankme
 from polyjepa.paths import check_output_folder, pin_paths
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 KEPT = "encoder_step_{step}.pt"  # in checkpoints/: encoders kept along the way
@@ -128,7 +120,8 @@ NO_DECAY = ("bias", "reg", "mask_token", "pos")
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Trainable parameters split into decayed (weight matrices, embedding tables) and not decayed
     (biases, norms, register/mask tokens, learned positions)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             skip = p.ndim < 2 or name.rsplit(".", 1)[-1].endswith(NO_DECAY)
@@ -185,27 +178,25 @@ class Trainer:
         self.cfg = cfg = recipe.cfg
         self.run_dir = run_dir
         self.dist, self.device = init_distributed(resolve_device(cfg.train.device))
+        quiet_other_ranks(self.dist.rank)
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
-        splits = load_splits(recipe)
-        train_set, self.meta = splits.train, splits.meta
+        run = assemble(recipe)
+        train_set, self.meta = run.splits.train, run.splits.meta
         # the online probe's fixed samples: training and validation splits only, never the test
         self.probe_sets = None
         if cfg.train.probe_every is not None:
             limit = cfg.train.probe_samples
             self.probe_sets = (probe_subset(train_set, limit, cfg.eval.seed),
-                               probe_subset(splits.val, limit, cfg.eval.seed))
-        host_augmentations, device_augmentations = split_augmentations(
-            build_augmentations(recipe, self.meta))
-        self.objective = build_objective(recipe, self.meta, device_augmentations).to(self.device)
+                               probe_subset(run.splits.val, limit, cfg.eval.seed))
+        self.objective = run.objective.to(self.device)
         if self.dist.enabled and cfg.train.sync_batchnorm:
             self.objective = convert_global_batchnorm(self.objective)
         self.model: nn.Module = self.objective
         if self.dist.enabled:
             self.model = wrap_ddp(self.objective, self.device)
             seed_everything(cfg.train.seed + self.dist.rank)  # distinct dropout streams per rank
-        masker = build_masker(recipe, self.meta, token_layout(self.objective.online))
-        self.collate = Collate(masker, host_augmentations, getattr(self.objective, "num_views", 2))
+        self.collate = run.collate
         # the batch fits the data: a small dataset trains on batches of all of it
         self.batch_size = fitting_batch_size(cfg.train.batch_size, len(train_set),
                                              "train.batch_size", self.dist.world_size)
@@ -346,8 +337,8 @@ class Trainer:
             self.scaler.update()
         else:
             self.skipped += 1
-            warnings.warn(f"step {self.step + 1}: non-finite {bad}, step skipped "
-                          f"({self.skipped} so far; train.skip_nonfinite=true)", stacklevel=2)
+            log.warning("step %d: non-finite %s, step skipped (%d so far; "
+                        "train.skip_nonfinite=true)", self.step + 1, bad, self.skipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         momentum = momentum_at(self.step, cfg.train.max_steps, cfg.ema.start, cfg.ema.end,
@@ -358,16 +349,15 @@ class Trainer:
                 **sched, **logs_sum}
 
     def _monitor(self) -> dict[str, float]:
-        z = getattr(self.objective, "monitor_embeddings", None)
+        z = self.objective.monitor_embeddings
         if z is None or z.shape[0] < 2:
             return {}
         std, rank = normalized_std(z), rankme(z)
         t = self.cfg.train
         most = min(z.shape)  # a batch of B embeddings has rank at most B
         if std < t.collapse_std or rank / most < t.collapse_rank:
-            warnings.warn(
-                f"step {self.step}: target embeddings may be collapsing (normalised std {std:.3g}, "
-                f"RankMe {rank:.1f} of at most {most})", stacklevel=2)
+            log.warning("step %d: target embeddings may be collapsing (normalised std %.3g, "
+                        "RankMe %.1f of at most %d)", self.step, std, rank, most)
         return {"embed_std": std, "rankme": rank}
 
     def _online_probe(self) -> dict[str, float]:
@@ -375,6 +365,7 @@ class Trainer:
         (labelled samples only)."""
         backbone = self.objective.export_backbone()
         was_training = backbone.training
+        assert self.probe_sets is not None  # fit() probes only with train.probe_every set
         train_set, val_set = self.probe_sets
         e = self.cfg.eval
         try:
@@ -422,7 +413,7 @@ class Trainer:
                 last = self.step == cfg.max_steps
                 if self.step % cfg.monitor_every == 0 or last:
                     row.update(self._monitor())
-                probe = self.probe_sets is not None and main and (
+                probe = cfg.probe_every is not None and main and (
                     self.step % cfg.probe_every == 0 or last)
                 if probe:  # timed apart: samples_per_s counts training only
                     started = time.perf_counter()
@@ -458,8 +449,8 @@ class Trainer:
             if writer is not None:
                 writer.close()
         if self.skipped_samples and main:
-            warnings.warn(f"{self.skipped_samples} training samples failed to load and were skipped "
-                          "(data.on_error=skip)", stacklevel=2)
+            log.warning("%d training samples failed to load and were skipped "
+                        "(data.on_error=skip)", self.skipped_samples)
         if main:
             export_encoder(self.objective.export_backbone(), C.to_dict(self.cfg), self.meta,
                            self.run_dir)
@@ -477,9 +468,8 @@ def _tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        warnings.warn("train.tensorboard=true but tensorboard is not installed "
-                      "(pip install 'polyjepa[tensorboard]'); logging to metrics.jsonl only",
-                      stacklevel=2)
+        log.warning("train.tensorboard=true but tensorboard is not installed "
+                    "(pip install 'polyjepa[tensorboard]'); logging to metrics.jsonl only")
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
 

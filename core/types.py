@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import torch
 from torch import Tensor
 
-RawInput = Tensor | dict[str, Tensor]
+RawInput: TypeAlias = Tensor | dict[str, Tensor]
 """What a modality's dataset yields as `x`: one tensor, or named tensors (e.g. tabular
 `{"num": [F_num] float, "cat": [F_cat] long}`)."""
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,3 +142,16 @@ class Site:
         for group, more in (extra_eps or {}).items():
             eps.setdefault(group, {}).update(more)
         self.install("polyjepa-extra", eps, {"polyjepa_extra": THIRD_PARTY.read_text()})
+
+
+@contextlib.contextmanager
+def logged(caplog: pytest.LogCaptureFixture, pattern: str):
+    """Expect a warning of polyjepa's loggers matching `pattern` (`re.search`) in the block;
+    yields the list of the block's messages (filled when the block ends)."""
+    messages: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="polyjepa"):
+        start = len(caplog.records)
+        yield messages
+        messages.extend(r.getMessage() for r in caplog.records[start:])
+    assert any(re.search(pattern, m) for m in messages), \
+        f"no polyjepa log message matches {pattern!r}: {messages}"

@@ -21,7 +21,6 @@ from polyjepa.build import (
     load_datasets,
     load_recipe,
     recipe_from_dict,
-    token_layout,
 )
 from polyjepa.errors import ConfigError, PolyjepaError
 from polyjepa.hub import read_run_config
@@ -320,7 +319,7 @@ def test_every_shipped_recipe_validates_and_builds(name):
     _, _, meta = recipe.plugin.synthetic(seed=0)
     objective = build_objective(recipe, meta)
     assert sum(p.numel() for p in objective.parameters()) > 0
-    build_masker(recipe, meta, token_layout(objective.online))
+    build_masker(recipe, meta, objective.online.layout)
     build_augmentations(recipe, meta)
     # and the recipe survives a round trip through its resolved dict
     again = recipe_from_dict(C.to_dict(recipe.cfg), "round trip")

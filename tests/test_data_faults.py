@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _helpers import logged
 
 from polyjepa.errors import DataError
 from polyjepa.modalities.tabular.readers import TabularDataset
@@ -35,9 +36,9 @@ def test_a_failing_sample_names_the_sample_and_file(broken_sample, tiny_recipe, 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_skip_counts_failed_samples_in_metrics_and_summary(broken_sample, tiny_recipe, tmp_path,
-                                                           workers):
+                                                           workers, caplog):
     recipe = tiny_recipe({"train": {"max_steps": 50, "num_workers": workers, "log_every": 50}})
-    with pytest.warns(UserWarning, match="1 training samples failed to load and were skipped"):
+    with logged(caplog, "1 training samples failed to load and were skipped"):
         run = pretrain(recipe, ["data.on_error=skip"], tmp_path / "run")
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["skipped_samples"] == 1  # 50 steps of 32 = one epoch of the 1600 synthetic rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -207,9 +206,7 @@ def _trained(name: str, tmp_path_factory):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the function-scoped `single_thread` is not active yet
         try:
-            with warnings.catch_warnings():  # see test_fresh_encoder_is_not_flagged_as_collapsing
-                warnings.filterwarnings("ignore", message=".*may be collapsing")
-                _RUNS[name] = pretrain(write_recipe(raw, directory), [], directory / "run")
+            _RUNS[name] = pretrain(write_recipe(raw, directory), [], directory / "run")
         finally:
             torch.set_num_threads(threads)
     return _RUNS[name]

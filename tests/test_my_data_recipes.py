@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from _helpers import single_thread  # noqa: F401  (autouse fixture)
+from _helpers import logged, single_thread  # noqa: F401  (autouse fixture)
 
 from polyjepa.cli import main
 from polyjepa.config import read_recipe
@@ -58,14 +58,14 @@ def test_my_table_on_a_csv(tmp_path, capsys):
     assert result["n_test"] == 30
 
 
-def test_my_clouds_on_a_folder_of_xyz_files(tmp_path, capsys):
+def test_my_clouds_on_a_folder_of_xyz_files(tmp_path, capsys, caplog):
     rng = np.random.default_rng(1)
     for name, scale in (("pole", [0.1, 0.1, 2.0]), ("roof", [2.0, 2.0, 0.1])):
         (tmp_path / "clouds" / name).mkdir(parents=True)
         for i in range(8):
             points = rng.normal(size=(300, 3)) * scale
             np.savetxt(tmp_path / "clouds" / name / f"{i}.xyz", points, fmt="%.4f")
-    with pytest.warns(UserWarning, match="resampled"):
+    with logged(caplog, "resampled"):
         result = run_both("my_clouds", tmp_path / "clouds", tmp_path / "run", capsys)
     assert result["n_test"] == 4
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from _helpers import build, single_thread, tiny_recipe, write_recipe  # noqa: F401
 
+from polyjepa import build as B
 from polyjepa import train as T
 from polyjepa.build import load_splits
 from polyjepa.cli import main
@@ -68,7 +69,7 @@ def probed_run(tmp_path_factory):
                              "probe_samples": 300, "keep_checkpoints": [4], "keep_every": 10})
     raw["data"] = {"val_fraction": 0.2}
     seen: dict = {}
-    real = T.load_splits
+    real = B.load_splits
 
     class Untouchable:
         def __len__(self):
@@ -84,7 +85,7 @@ def probed_run(tmp_path_factory):
         return splits
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(T, "load_splits", spy)
+    mp.setattr(B, "load_splits", spy)
     try:
         trainer = T.Trainer(build(raw), directory / "inspect")
         seen["probe_sets"] = trainer.probe_sets

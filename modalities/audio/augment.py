@@ -12,6 +12,7 @@ post-normalisation. Pre-normalisation with dataset statistics is the log-mel fro
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,12 @@ EPS = float(torch.finfo(torch.float32).eps)
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> Tensor:
     return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def _pair(values: Sequence[float]) -> tuple[float, float]:
+    """Two values (a tuple, or a recipe's list) as a tuple."""
+    first, second = values
+    return first, second
 
 
 def log_mixup_exp(x: Tensor, z: Tensor, lam: Tensor) -> Tensor:
@@ -163,8 +170,8 @@ class RandomResizeCrop(nn.Module):
         if len(virtual_crop_scale) != 2 or min(virtual_crop_scale) < 1:
             raise ValueError("virtual_crop_scale must be two canvas factors (frequency, time), each "
                              f">= 1, got {virtual_crop_scale}")
-        self.virtual_crop_scale = tuple(virtual_crop_scale)
-        self.freq_scale, self.time_scale = tuple(freq_scale), tuple(time_scale)
+        self.virtual_crop_scale = _pair(virtual_crop_scale)
+        self.freq_scale, self.time_scale = _pair(freq_scale), _pair(time_scale)
 
     def crop_boxes(self, b: int, f: int, t: int, generator: torch.Generator) -> Tensor:
         """`[B, 4]` crops `(top, left, height, width)` in canvas pixels."""

@@ -40,7 +40,8 @@ class TimeFrequencyMasker:
         low, high = target_scale
         if not 0 < low <= high < 1:
             raise ValueError(f"target_scale must satisfy 0 < low <= high < 1, got {target_scale}")
-        self.grid, self.num_targets = tuple(grid), num_targets
+        rows, cols = grid
+        self.grid, self.num_targets = (rows, cols), num_targets
         self.target_scale, self.min_keep = (low, high), min_keep
 
     def __call__(self, batch_size: int, generator: torch.Generator) -> Masks:
@@ -81,7 +82,7 @@ class CurriculumMasker:
             raise ValueError(f"c0 must lie in [0, 1], got {c0}")
         self.total_batches, self.c0 = total_batches, c0
         self.block = MultiBlockMasker(tuple(grid), **(block or {}))
-        self.time_frequency = TimeFrequencyMasker(tuple(grid), **(time_frequency or {}))
+        self.time_frequency = TimeFrequencyMasker(grid, **(time_frequency or {}))
 
     def __call__(self, batch_size: int, generator: torch.Generator, position: int) -> Masks:
         p = curriculum_probability(position, self.total_batches, self.c0)

@@ -26,11 +26,12 @@ def _weights(loaded: object) -> dict | None:
     """The `features.*` / `fc.*` tensors of a loaded file, prefixes stripped, or None."""
     if not isinstance(loaded, dict):
         return None
+    state = loaded
     for wrapper in ("state_dict", "model"):
-        if isinstance(loaded.get(wrapper), dict):
-            loaded = loaded[wrapper]
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
     weights = {}
-    for key, value in loaded.items():
+    for key, value in state.items():
         match = KEY.search(str(key))
         if match and hasattr(value, "shape"):
             weights[match.group(1)] = value

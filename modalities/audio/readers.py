@@ -14,8 +14,8 @@ longest of the split.
 from __future__ import annotations
 
 import abc
+import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from polyjepa.errors import ConfigError, DataError
 from polyjepa.extras import require
 from polyjepa.files import FileDataConfig, list_files, split_files
 from polyjepa.files import LabelledFile as Clip
+
+log = logging.getLogger(__name__)
 
 EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
 EVAL_CROPS = ("center", "full")
@@ -223,7 +225,7 @@ class AudioFiles(ClipDataset):
     def __init__(self, clips: list[Clip], frames: list[int], class_names: list[str],
                  sample_rate: int, clip_seconds: float, crop: str = "center",
                  cache: bool = True) -> None:
-        index = {name: i for i, name in enumerate(class_names)}
+        index: dict[str | None, int] = {name: i for i, name in enumerate(class_names)}
         labels = torch.tensor([index.get(c.label, -1) for c in clips], dtype=torch.long)
         super().__init__(frames, labels, sample_rate, clip_seconds, crop)
         self.clips, self.cache = clips, cache
@@ -282,8 +284,8 @@ def check_clips(clips: list[Clip], sample_rate: int, on_error: str,
         kept.append(clip)
         frames.append(max(1, int(math.ceil(n * sample_rate / sr))))
     if bad:
-        warnings.warn(f"{source}: skipped {len(bad)} unreadable audio files "
-                      f"(data.on_error=skip), e.g. {bad[0]}", stacklevel=3)
+        log.warning("%s: skipped %d unreadable audio files (data.on_error=skip), e.g. %s",
+                    source, len(bad), bad[0])
     if not kept:
         raise DataError(f"{source}: no readable audio files")
     return kept, frames

@@ -3,7 +3,8 @@ grouping with Point-JEPA's proximity sequencer, a mini-PointNet tokenizer, augme
 
 from __future__ import annotations
 
-import warnings
+import logging
+from operator import attrgetter
 from pathlib import Path
 
 import torch
@@ -28,6 +29,8 @@ from polyjepa.modalities.pointcloud.transforms import (
 from polyjepa.paths import resolve_path
 from polyjepa.registry import ModalityPlugin
 
+log = logging.getLogger(__name__)
+
 DISTANCE_BINS = 32
 DISTANCE_POINTS = 256  # the distance histogram uses every k-th point, at most this many
 
@@ -41,9 +44,9 @@ def _dataset(clouds: list[Cloud], class_names: list[str], cfg: PointCloudDataCon
              source: str) -> PointClouds:
     dataset = PointClouds(clouds, class_names, cfg.num_points, cfg.subsample, cfg.normalize)
     if dataset.num_resampled:
-        warnings.warn(f"{source}: {dataset.num_resampled} of {len(dataset)} clouds have fewer "
-                      f"than data.num_points={cfg.num_points} points and are resampled with "
-                      "replacement", stacklevel=3)
+        log.warning("%s: %d of %d clouds have fewer than data.num_points=%d points and are "
+                    "resampled with replacement", source, dataset.num_resampled, len(dataset),
+                    cfg.num_points)
     return dataset
 
 
@@ -68,7 +71,7 @@ def load_data(cfg: PointCloudDataConfig, root: Path | None):
         test_clouds, _, _ = _read(cfg.test_path, cfg, root, "data.test_path")
     else:
         train_clouds, test_clouds = split_files(clouds, splits, cfg, cfg.path)
-    class_names = training_classes(train_clouds, test_clouds, names, lambda c: c.source)
+    class_names = training_classes(train_clouds, test_clouds, names, attrgetter("source"))
     train = _dataset(train_clouds, class_names, cfg, "training clouds")
     test = _dataset(test_clouds, class_names, cfg, "test clouds")
     return train, test, _meta(train, class_names)

@@ -28,9 +28,10 @@ are resampled with replacement (the count is reported once).
 from __future__ import annotations
 
 import hashlib
-import warnings
+import logging
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,8 @@ from polyjepa.errors import ConfigError, DataError
 from polyjepa.extras import require
 from polyjepa.files import FileDataConfig, LabelledFile
 from polyjepa.modalities.pointcloud.ops import farthest_point_sample
+
+log = logging.getLogger(__name__)
 
 TEXT_EXTENSIONS = (".xyz", ".txt", ".pts")
 EXTENSIONS = (*TEXT_EXTENSIONS, ".ply", ".off", ".npy")
@@ -330,8 +333,8 @@ def read_bundle(path: Path, cfg: PointCloudDataConfig) -> tuple[list[Cloud], lis
 
 def _kept(clouds: list[Cloud], bad: list[str], source: str) -> list[Cloud]:
     if bad:
-        warnings.warn(f"{source}: skipped {len(bad)} bad point clouds (data.on_error=skip), "
-                      f"e.g. {bad[0]}", stacklevel=3)
+        log.warning("%s: skipped %d bad point clouds (data.on_error=skip), e.g. %s", source,
+                    len(bad), bad[0])
     if not clouds:
         raise DataError(f"{source}: no readable point clouds")
     return clouds
@@ -387,7 +390,7 @@ class PointClouds(Dataset):
     """
 
     def __init__(self, clouds: list[Cloud], class_names: list[str], num_points: int,
-                 subsample: str = "random", steps: list[str] = ("center", "unit_sphere")) -> None:
+                 subsample: str = "random", steps: Sequence[str] = ("center", "unit_sphere")) -> None:
         if subsample not in SUBSAMPLING:
             raise ConfigError(f"data.subsample: '{subsample}' is not one of {', '.join(SUBSAMPLING)}")
         for step in steps:
@@ -395,7 +398,7 @@ class PointClouds(Dataset):
                 raise ConfigError(f"data.normalize: '{step}' is not one of {', '.join(NORMALIZATIONS)}")
         if num_points < 1:
             raise ConfigError(f"data.num_points must be >= 1, got {num_points}")
-        index = {name: i for i, name in enumerate(class_names)}
+        index: dict[str | None, int] = {name: i for i, name in enumerate(class_names)}
         self.clouds = [torch.from_numpy(c.points) for c in clouds]
         self.sources = [c.source for c in clouds]
         self.labels = torch.tensor([index.get(c.label, -1) for c in clouds], dtype=torch.long)

@@ -113,7 +113,7 @@ class PointPatchEmbed(nn.Module):
                  widths: tuple[int, int, int] = (128, 256, 512)) -> None:
         super().__init__()
         self.dim = dim
-        self.embed = MiniPointNet(in_channels, dim, tuple(widths))
+        self.embed = MiniPointNet(in_channels, dim, widths)
         self.pos = nn.Sequential(nn.Linear(3, pos_hidden), nn.GELU(), nn.Linear(pos_hidden, dim))
 
     def forward(self, groups: dict[str, Tensor]) -> Tokens:

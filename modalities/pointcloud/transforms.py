@@ -6,6 +6,7 @@ code draws once per batch)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -77,7 +78,7 @@ class RandomRotate:
 
     kind = "augmentation"
 
-    def __init__(self, axes: list[str] = ("z",), max_angle: float = math.pi,
+    def __init__(self, axes: Sequence[str] = ("z",), max_angle: float = math.pi,
                  per_batch: bool = False) -> None:
         unknown = [a for a in axes if a not in AXES]
         if unknown or not axes:
@@ -100,7 +101,7 @@ class Normalize:
 
     kind = "augmentation"
 
-    def __init__(self, steps: list[str] = ("center", "unit_sphere")) -> None:
+    def __init__(self, steps: Sequence[str] = ("center", "unit_sphere")) -> None:
         unknown = [s for s in steps if s not in NORMALIZATIONS]
         if unknown:
             raise ValueError(f"normalize step '{unknown[0]}' is not one of {', '.join(NORMALIZATIONS)}")

@@ -16,13 +16,15 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
+import io
+import logging
 import lzma
 import math
-import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,8 @@ from polyjepa.config import DataConfig
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.paths import resolve_path
 
+log = logging.getLogger(__name__)
+
 BUILTIN_DIR = Path(__file__).parent / "data"
 SKLEARN_LOADERS = {
     "breast_cancer": sk_datasets.load_breast_cancer,
@@ -44,7 +48,8 @@ SKLEARN_LOADERS = {
     "digits": sk_datasets.load_digits,
 }
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".data")
-COMPRESSION_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+COMPRESSION_OPENERS: dict[str, Callable[..., io.BufferedIOBase]] = {
+    ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 PARQUET_SUFFIXES = (".parquet", ".pq")
 DELIMITERS = ("\t", ";", "|", ",")  # sniffing prefers earlier ones on ties
 NUMBER_PATTERN = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|[+-]?inf(?:inity)?"  # case-insensitive
@@ -513,6 +518,12 @@ def numeric_column(
     return numbers
 
 
+def strict_numeric_column(values: pd.Series, name: str, source: str) -> pd.Series:
+    """`numeric_column` of a column that must be numeric: any non-number is a DataError."""
+    # min_fraction 0: a non-number raises rather than returning None
+    return cast(pd.Series, numeric_column(values, name, source, 0.0))
+
+
 def category_strings(values: pd.Series) -> pd.Series:
     """A column as category strings (<NA> = missing); whole floats print as integers ("3")."""
     if _is_numeric(values):
@@ -593,7 +604,7 @@ class TabularEncoder:
         categorical = [c for c in features if c not in numeric]
         for name in features:
             check_not_all_missing(frame[name], name, source)
-        stats = [_mean_std(numeric_column(frame[c], c, source, 0.0)) for c in numeric]
+        stats = [_mean_std(strict_numeric_column(frame[c], c, source)) for c in numeric]
         labels = category_strings(frame[target])
         check_labels(labels, target, source)
         class_names = _distinct(labels)
@@ -650,7 +661,7 @@ class TabularEncoder:
         for i, (name, mean, std) in enumerate(
             zip(self.numeric, self.means, self.stds, strict=True)
         ):
-            values = numeric_column(frame[name], name, source, 0.0).to_numpy()
+            values = strict_numeric_column(frame[name], name, source).to_numpy()
             num[:, i] = np.nan_to_num((values - mean) / std, nan=0.0)
         cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for i, (name, vocab) in enumerate(zip(self.categorical, self.vocabularies, strict=True)):
@@ -792,9 +803,7 @@ def _split(
     labels = frame[resolve_column(cfg.target, list(frame.columns), source, "data.target")]
     problem = _stratify_problem(labels, cfg.test_fraction)
     if problem:
-        warnings.warn(
-            f"{source}: test split is not stratified because {problem}", UserWarning, stacklevel=3
-        )
+        log.warning("%s: test split is not stratified because %s", source, problem)
     train, test = train_test_split(
         frame,
         test_size=cfg.test_fraction,

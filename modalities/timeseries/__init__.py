@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,14 +31,19 @@ from polyjepa.modalities.timeseries.tokenizer import PatchTokenizer
 from polyjepa.paths import resolve_path
 from polyjepa.registry import ModalityPlugin
 
+T = TypeVar("T")
+
 
 def _subset(data: SeriesSet, index: np.ndarray) -> SeriesSet:
     """The series at `index`, with their labels, actions and names."""
-    def pick(items: list | None) -> list | None:
-        return None if items is None else [items[i] for i in index]
+    def pick(items: list[T]) -> list[T]:
+        return [items[i] for i in index]
 
-    return replace(data, series=pick(data.series), labels=pick(data.labels),
-                   actions=pick(data.actions), names=pick(data.names))
+    def pick_optional(items: list[T] | None) -> list[T] | None:
+        return None if items is None else pick(items)
+
+    return replace(data, series=pick(data.series), labels=pick_optional(data.labels),
+                   actions=pick_optional(data.actions), names=pick(data.names))
 
 
 def _split(data: SeriesSet, cfg: TimeSeriesDataConfig) -> tuple[SeriesSet, SeriesSet]:
@@ -80,9 +86,10 @@ def _class_names(train: SeriesSet, test: SeriesSet) -> list[str]:
         return []
     seen = set(train.labels)
     names = [c for c in train.class_names if c in seen] if train.class_names else sorted(seen)
-    unseen = sorted(set(test.labels or []) - seen)
+    test_labels = test.labels or []
+    unseen = sorted(set(test_labels) - seen)
     if unseen:
-        example = test.names[test.labels.index(unseen[0])]
+        example = test.names[test_labels.index(unseen[0])]
         raise DataError(f"test label(s) {unseen[:5]} never occur in training (e.g. {example})")
     return names
 

@@ -15,7 +15,7 @@ its force. The control test keeps the pole up while a policy receives an observa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 from scipy.linalg import solve_continuous_are
@@ -202,7 +202,7 @@ def control_test(policy: Policy, every: int, episodes: int = 50, steps: int = 50
     for t in range(steps):
         observations = sense(state, cfg.sensor_noise, rng) if t % gap == 0 else None
         if t == 0:
-            policy.reset(observations)
+            policy.reset(cast(np.ndarray, observations))  # step 0 is always observed (0 % gap == 0)
         alive = stable == steps
         state = np.where(alive[:, None], sim.step(state, policy.act(observations, t)), state)
         stable[alive & sim.failed(state)] = t
@@ -223,6 +223,8 @@ class HoldLastPolicy:
     def act(self, observations: np.ndarray | None, step: int) -> np.ndarray:
         if observations is not None:
             self.last = observations
+        if self.last is None:
+            raise RuntimeError("act() before reset(): the policy has no observation yet")
         return self.controller.act(self.last)
 
 

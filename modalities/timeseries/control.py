@@ -23,6 +23,7 @@ from polyjepa.modalities.timeseries.cartpole import (
     CartPoleConfig,
     FullObservationPolicy,
     HoldLastPolicy,
+    Policy,
     control_test,
 )
 from polyjepa.modalities.timeseries.preprocess import SeriesArrays
@@ -46,6 +47,9 @@ class Actor(nn.Module):
 def _embeddings(objective, data: SeriesArrays) -> tuple[Tensor, Tensor]:
     """Every real step's layer-normalised online embedding `[M, D]` and the force applied at
     that step `[M]`."""
+    if data.actions is None:
+        raise ValueError("the actor imitates the applied forces: the series need actions "
+                         "(builtin:cartpole has them)")
     z, valid = objective.step_latents(objective.online, {"values": data.values,
                                                          "length": data.lengths})
     return objective.start(z)[valid], data.actions[:, 0][valid]
@@ -119,8 +123,9 @@ def control_protocol(run_dir, recipe, train_set: SeriesArrays, test_set: SeriesA
     sim: CartPoleConfig = data.cartpole
     actor = train_actor(objective, train_set, seed=recipe.cfg.eval.seed)
     scaler = train_set_scaler(recipe, run_dir)
-    policies = {"ts_jepa": LatentPolicy(objective, actor, *scaler, sim.force_limit),
-                "hold_last": HoldLastPolicy(sim), "full_observation": FullObservationPolicy(sim)}
+    policies: dict[str, Policy] = {
+        "ts_jepa": LatentPolicy(objective, actor, *scaler, sim.force_limit),
+        "hold_last": HoldLastPolicy(sim), "full_observation": FullObservationPolicy(sim)}
     table = []
     for every in sim.control_every:
         row: dict = {"every": every}

@@ -105,6 +105,8 @@ class Scaler:
         if self.mode == "none":
             return values
         if self.mode == "per_dataset":
+            if self.mean is None or self.std is None:
+                raise ValueError("a per_dataset Scaler needs the training mean and std (Scaler.fit)")
             mean, std = self.mean[None, :, None], self.std[None, :, None]
         else:
             count = valid.sum(2, keepdims=True)

@@ -19,7 +19,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -128,8 +128,10 @@ def read_ts(path: Path) -> SeriesSet:
     if not cases:
         raise DataError(f"{path}: no cases after the @data line")
     channels = _check_ts_cases(cases, _ts_dimensions(header, path), classes, path)
+    # with declared classes every case has a label, one of them (checked just above)
+    labels = cast(list[str], [c.label for c in cases]) if classes else None
     return SeriesSet(  # regression targets (@targetLabel) are read past, not taken for classes
-        series=_ts_values(cases, path), labels=[c.label for c in cases] if classes else None,
+        series=_ts_values(cases, path), labels=labels,
         actions=None, channel_names=[str(c) for c in range(channels)], action_names=[],
         names=[f"{path.name} line {c.line}" for c in cases], class_names=classes, source=str(path))
 
@@ -137,7 +139,7 @@ def read_ts(path: Path) -> SeriesSet:
 def _ts_header(lines: list[str], path: Path) -> tuple[dict[str, tuple[int, list[str]]], int]:
     """The `@key values...` lines (lower-cased key -> (line number, values)) and the index of
     the line after `@data`."""
-    header = {}
+    header: dict[str, tuple[int, list[str]]] = {}
     for index, line in enumerate(lines):
         if not line.strip() or line.startswith("#"):
             continue
@@ -316,16 +318,16 @@ def _read_wide(frame: pd.DataFrame, cfg: TimeSeriesDataConfig, path: Path) -> Se
     if cfg.action_columns:
         raise ConfigError(f"data.action_columns needs a long table (id, time, channels, actions); "
                           f"{path} is read as wide")
-    keys = [c for c in (cfg.id_column, cfg.label_column) if c in frame.columns]
+    label = cfg.label_column if cfg.label_column in frame.columns else None
+    keys = [c for c in (cfg.id_column, label) if c is not None and c in frame.columns]
     steps = [c for c in frame.columns if c not in keys]
     if not steps:
         raise DataError(f"{path}: no time-step columns besides {', '.join(keys)}")
-    labelled = cfg.label_column in frame.columns
     names = (f"id={i}" for i in frame[cfg.id_column]) if cfg.id_column in frame.columns else (
         f"{frame.index.name} {r}" for r in frame.index)
     return SeriesSet(
         series=list(_numbers(frame, steps, path)[:, None, :]),
-        labels=_labels(frame, cfg.label_column, path).tolist() if labelled else None,
+        labels=_labels(frame, label, path).tolist() if label is not None else None,
         actions=None, channel_names=["0"], action_names=[],
         names=[f"{path.name} {name}" for name in names], class_names=None, source=str(path))
 

@@ -40,14 +40,14 @@ class RevIN(nn.Module):
         mean = (values * valid).sum(-1, keepdim=True) / count
         std = ((((values - mean) ** 2) * valid).sum(-1, keepdim=True) / count + EPS).sqrt()
         out = (values - mean) / std
-        if self.weight is not None:
+        if self.weight is not None and self.bias is not None:
             out = out * self.weight[:, None] + self.bias[:, None]
         return out * valid, (mean, std)
 
     def inverse(self, values: Tensor, stats: tuple[Tensor, Tensor]) -> Tensor:
         """Normalised `[B, C, H]` -> the input's scale."""
         mean, std = stats
-        if self.weight is not None:
+        if self.weight is not None and self.bias is not None:
             values = (values - self.bias[:, None]) / self.weight[:, None]
         return values * std + mean
 
@@ -113,6 +113,7 @@ class PatchTokenizer(nn.Module):
         if self.channel is not None:
             nn.init.trunc_normal_(self.channel, std=0.02)
         self.revin = RevIN(channels) if revin else None
+        self.uses_future = revin  # RevIN's statistics span the whole series (contracts.Tokenizer)
         pos = sincos_1d(steps, dim).repeat_interleave(per_step, dim=0)  # [N * C', D]
         pos = pos if positions else torch.zeros_like(pos)
         self.register_buffer("pos", pos, persistent=False)

@@ -3,6 +3,7 @@ encoder (VJ-VCR), a tubelet tokenizer (video ViTs) and the pixel baseline's fram
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -51,17 +52,17 @@ def _meta(dataset, class_names: list[str]) -> dict:
             "channels": c, "frame_size": [h, w]}
 
 
-def _moving_mnist(cfg: VideoDataConfig, root: Path | None):
-    mm: MovingMNISTConfig = cfg.moving_mnist
+def _moving_mnist(cfg: VideoDataConfig, mm: MovingMNISTConfig, root: Path | None):
     folder = resolve_path(cfg.path, root, "data.path")
     full = MovingMNIST.from_folder(folder)
     cut = int(round(len(full.images) * (1 - cfg.test_fraction)))
-    common = dict(num_frames=cfg.num_frames, num_digits=mm.num_digits, canvas=mm.canvas,
-                  speed=tuple(mm.speed))
-    train = MovingMNISTClips(MovingMNIST(full.images[:cut], full.labels[:cut], seed=mm.seed,
-                                         **common), mm.train_clips)
-    test = MovingMNISTClips(MovingMNIST(full.images[cut:], full.labels[cut:], seed=mm.seed + 1,
-                                        **common), mm.test_clips)
+    low, high = mm.speed
+    generator = partial(MovingMNIST, num_frames=cfg.num_frames, num_digits=mm.num_digits,
+                        canvas=mm.canvas, speed=(low, high))
+    train = MovingMNISTClips(generator(full.images[:cut], full.labels[:cut], seed=mm.seed),
+                             mm.train_clips)
+    test = MovingMNISTClips(generator(full.images[cut:], full.labels[cut:], seed=mm.seed + 1),
+                            mm.test_clips)
     return train, test, _meta(train, [str(d) for d in range(10)])
 
 
@@ -73,7 +74,7 @@ def _videos(spec: str, cfg: VideoDataConfig, root: Path | None, field_name: str)
 def load_data(cfg: VideoDataConfig, root: Path | None):
     """`(train, test, meta)`: videos found, probed and split, or Moving MNIST generated."""
     if cfg.moving_mnist is not None:
-        return _moving_mnist(cfg, root)
+        return _moving_mnist(cfg, cfg.moving_mnist, root)
     files, splits = _videos(cfg.path, cfg, root, "data.path")
     if cfg.test_path is not None:
         train_files, (test_files, _) = files, _videos(cfg.test_path, cfg, root, "data.test_path")

@@ -78,7 +78,7 @@ def _truth(generator: MovingMNIST, num_clips: int) -> dict[str, np.ndarray]:
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # array names, never the allow_pickle flag
     os.replace(tmp, path)
 
 

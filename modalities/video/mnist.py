@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -24,7 +25,8 @@ from torch.utils.data import Dataset
 from polyjepa.errors import DataError
 
 DIGIT = 28
-IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IDX_TYPES: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4",
+                                       0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -91,12 +93,13 @@ class MovingMNIST:
                             f"{list(images.shape)} and {len(labels)}")
         if canvas < DIGIT:
             raise ValueError(f"canvas={canvas} is smaller than a {DIGIT}-pixel digit")
-        if num_frames < 1 or num_digits < 1 or not 0 <= speed[0] <= speed[1]:
+        low, high = speed
+        if num_frames < 1 or num_digits < 1 or not 0 <= low <= high:
             raise ValueError(f"bad generator settings: num_frames={num_frames}, "
                              f"num_digits={num_digits}, speed={speed}")
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
         self.num_frames, self.num_digits, self.canvas = num_frames, num_digits, canvas
-        self.speed, self.seed = tuple(speed), seed
+        self.speed, self.seed = (low, high), seed
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kwargs) -> MovingMNIST:

@@ -19,7 +19,7 @@ reported once).
 
 from __future__ import annotations
 
-import warnings
+import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,8 @@ from polyjepa.errors import ConfigError, DataError
 from polyjepa.extras import require
 from polyjepa.files import FileDataConfig, LabelledFile
 from polyjepa.modalities.video.mnist import MovingMNISTConfig
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".gif", ".mpg", ".mpeg")
 ARRAY_EXTENSIONS = (".npy", ".npz")
@@ -112,7 +114,7 @@ def probe(path: Path) -> tuple[int, tuple[int, int]]:
             raise DataError(f"{path}: a frame folder without frames ({', '.join(FRAME_EXTENSIONS)})")
         Image = require("PIL.Image", "video", "reading folders of frames")
 
-        sizes = {}
+        sizes: dict[tuple[int, int], Path] = {}
         for f in files:
             try:
                 with Image.open(f) as image:
@@ -161,7 +163,7 @@ def _decode(path: Path, indices: list[int], size: tuple[int, int] | None,
             if first > 0:
                 container.seek(start + int(first / rate / stream.time_base), stream=stream,
                                backward=True)
-            counted = None  # frames without timestamps are counted from the start instead
+            counted: int | None = None  # frames without timestamps are counted from the start instead
             for frame in container.decode(stream):
                 if frame.pts is None:
                     counted = 0 if counted is None else counted + 1
@@ -264,9 +266,12 @@ class VideoClips(Dataset):
             raise DataError(f"videos of different frame sizes ({', '.join(map(str, sorted(sizes)[:3]))}"
                             "...); set data.size: [H, W]")
         self.cfg, self.sources = cfg, sources
-        index = {name: i for i, name in enumerate(class_names)}
+        index: dict[str | None, int] = {name: i for i, name in enumerate(class_names)}
         self.labels = torch.tensor([index.get(s.label, -1) for s in sources], dtype=torch.long)
-        self.size = tuple(cfg.size) if cfg.size is not None else None
+        self.size: tuple[int, int] | None = None
+        if cfg.size is not None:
+            height, width = cfg.size
+            self.size = (height, width)
 
     @property
     def span(self) -> int:
@@ -321,12 +326,12 @@ def probe_sources(files: list[LabelledFile], cfg: VideoDataConfig, source: str) 
                 continue
         kept.append(VideoSource(f.path, f.label, count, size, f.groups))
     if bad:
-        warnings.warn(f"{source}: skipped {len(bad)} unreadable videos (data.on_error=skip), "
-                      f"e.g. {bad[0]}", stacklevel=2)
+        log.warning("%s: skipped %d unreadable videos (data.on_error=skip), e.g. %s", source,
+                    len(bad), bad[0])
     if short:
         verb = {"skip": "skipped", "loop": "looped", "pad": "padded"}[cfg.short_policy]
-        warnings.warn(f"{source}: {short} videos are shorter than a clip ({span} frames) and are "
-                      f"{verb} (data.short_policy)", stacklevel=2)
+        log.warning("%s: %d videos are shorter than a clip (%d frames) and are %s "
+                    "(data.short_policy)", source, short, span, verb)
     if not kept:
         raise DataError(f"{source}: no usable videos")
     return kept

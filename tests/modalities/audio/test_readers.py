@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from _helpers import single_thread  # noqa: F401  (autouse fixture)
+from _helpers import logged, single_thread  # noqa: F401  (autouse fixture)
 
 from polyjepa.data import SeededDataset
 from polyjepa.errors import ConfigError, DataError, PolyjepaError
@@ -548,7 +548,7 @@ def test_test_label_never_seen_in_training(tmp_path):
     assert "emu" in str(info.value) and str(test_dir / "emu" / "0.wav") in str(info.value)
 
 
-def test_on_error_skip_drops_corrupt_file_with_a_counting_warning(tmp_path):
+def test_on_error_skip_drops_corrupt_file_with_a_counting_warning(tmp_path, caplog):
     root = class_folder(tmp_path / "data", classes=("cat", "dog"), per_class=5, seconds=0.3)
     bad = root / "dog" / "9.wav"
     bad.write_bytes(np.random.default_rng(1).bytes(3000))
@@ -557,9 +557,9 @@ def test_on_error_skip_drops_corrupt_file_with_a_counting_warning(tmp_path):
         load_data(cfg(root), None)
     assert str(bad) in str(info.value) and "on_error=skip" in str(info.value)
 
-    with pytest.warns(UserWarning, match="skipped 1 unreadable audio file") as record:
+    with logged(caplog, "skipped 1 unreadable audio file") as messages:
         train, test, meta = load_data(cfg(root, on_error="skip"), None)
-    assert len(record) == 1 and "9.wav" in str(record[0].message)
+    assert len(messages) == 1 and "9.wav" in messages[0]
     kept = paths(train.clips) + paths(test.clips)
     assert len(kept) == 10 and str(bad) not in kept
     assert len(train.frames) == len(train.clips) == len(train.labels)
@@ -571,9 +571,9 @@ def test_on_error_skip_drops_corrupt_file_with_a_counting_warning(tmp_path):
             assert ds.sample(i, torch.Generator().manual_seed(i))[0].shape == (CROP,)
 
 
-def test_on_error_skip_with_only_bad_files(tmp_path):
+def test_on_error_skip_with_only_bad_files(tmp_path, caplog):
     (tmp_path / "a.wav").write_bytes(b"")
-    with pytest.warns(UserWarning), pytest.raises(DataError, match="no readable audio"):
+    with logged(caplog, "skipped 1"), pytest.raises(DataError, match="no readable audio"):
         check_clips([Clip(tmp_path / "a.wav", None)], SR, "skip", "training clips")
 
 

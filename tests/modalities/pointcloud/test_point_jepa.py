@@ -16,7 +16,6 @@ from polyjepa.build import (
     build_objective,
     load_datasets,
     load_recipe,
-    token_layout,
 )
 from polyjepa.data import Collate, SeededDataset
 from polyjepa.train import pretrain
@@ -55,7 +54,7 @@ def parts():
     train, _, meta = load_datasets(recipe)
     torch.manual_seed(0)
     objective = build_objective(recipe, meta)
-    masker = build_masker(recipe, meta, token_layout(objective.online))
+    masker = build_masker(recipe, meta, objective.online.layout)
     collate = Collate(masker, build_augmentations(recipe, meta), objective.num_views)
     seeded = SeededDataset(train)
     batch = collate([seeded[(i, 123, 0)] for i in range(8)])

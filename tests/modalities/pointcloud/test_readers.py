@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _helpers import single_thread  # noqa: F401  (autouse fixture)
+from _helpers import logged, single_thread  # noqa: F401  (autouse fixture)
 from plyfile import PlyData, PlyElement
 
 from polyjepa.errors import ConfigError, DataError
@@ -523,7 +523,7 @@ def test_bundle_offsets_inconsistent_with_labels(tmp_path):
                                                       labels=labels)
 
 
-def test_bad_cloud_in_bundle_names_its_id(tmp_path):
+def test_bad_cloud_in_bundle_names_its_id(tmp_path, caplog):
     points, starts, labels, _ = bundle_arrays()
     points[45, 1] = np.nan  # cloud 1 (rows 40..89), its point 5
     path = tmp_path / "b.npz"
@@ -532,7 +532,7 @@ def test_bad_cloud_in_bundle_names_its_id(tmp_path):
         read_bundle(path, cfg(path))
     message = str(info.value)
     assert f"{path}[id 8]" in message and "point 5" in message and "on_error=skip" in message
-    with pytest.warns(UserWarning, match=r"skipped 1 bad point clouds.*id 8"):
+    with logged(caplog, r"skipped 1 bad point clouds.*id 8"):
         clouds, _ = read_bundle(path, cfg(path, on_error="skip"))
     assert [c.groups["id"] for c in clouds] == ["7", "9", "10"]
 
@@ -544,28 +544,28 @@ def test_corrupt_npz_bundle_is_named(tmp_path):
         read_bundle(path, cfg(path))
 
 
-def test_on_error_skip_drops_bad_file_with_a_counting_warning(tmp_path):
+def test_on_error_skip_drops_bad_file_with_a_counting_warning(tmp_path, caplog):
     class_folder(tmp_path, classes=("a", "b"), per_class=5)
     bad_file = write_rows(tmp_path / "b" / "9.xyz", cloud(3))  # too few points
     with pytest.raises(DataError) as info:
         load_data(cfg(tmp_path), None)
     assert str(bad_file) in str(info.value) and "on_error=skip" in str(info.value)
 
-    with pytest.warns(UserWarning, match=r"skipped 1 bad point clouds") as record:
+    with logged(caplog, r"skipped 1 bad point clouds") as messages:
         train, test, meta = load_data(cfg(tmp_path, on_error="skip"), None)
-    assert any(str(bad_file) in str(w.message) for w in record)
+    assert any(str(bad_file) in m for m in messages)
     kept = train.sources + test.sources
     assert len(kept) == 10 and str(bad_file) not in kept
     assert meta["class_names"] == ["a", "b"]
 
 
-def test_on_error_skip_keeps_manifest_splits_aligned(tmp_path):
+def test_on_error_skip_keeps_manifest_splits_aligned(tmp_path, caplog):
     class_folder(tmp_path, classes=("a", "b"), per_class=3)
     (tmp_path / "a" / "bad.xyz").write_text("1 2\n3 4\n")
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,label,split\na/bad.xyz,a,train\na/0.xyz,a,train\nb/0.xyz,b,train\n"
                         "a/1.xyz,a,test\nb/1.xyz,b,test\na/2.xyz,a,train\n")
-    with pytest.warns(UserWarning, match="skipped 1 bad point clouds"):
+    with logged(caplog, "skipped 1 bad point clouds"):
         train, test, _ = load_data(cfg(manifest, on_error="skip"), None)
     def names(ds: PointClouds) -> list[str]:
         return [Path(s).relative_to(tmp_path).as_posix() for s in ds.sources]
@@ -574,10 +574,10 @@ def test_on_error_skip_keeps_manifest_splits_aligned(tmp_path):
     assert names(test) == ["a/1.xyz", "b/1.xyz"]
 
 
-def test_on_error_skip_with_only_bad_files_raises(tmp_path):
+def test_on_error_skip_with_only_bad_files_raises(tmp_path, caplog):
     for i in range(3):
         write_rows(tmp_path / f"{i}.xyz", cloud(2, seed=i))
-    with pytest.warns(UserWarning, match="skipped 3 bad point clouds"), \
+    with logged(caplog, "skipped 3 bad point clouds"), \
             pytest.raises(DataError, match="no readable point clouds"):
         load_data(cfg(tmp_path, on_error="skip"), None)
 
@@ -711,7 +711,7 @@ def test_two_million_point_npy_is_thinned_deterministically(tmp_path):
 # --- samples -----------------------------------------------------------------------------------
 
 
-def test_small_cloud_resampled_with_replacement_and_counted(tmp_path):
+def test_small_cloud_resampled_with_replacement_and_counted(tmp_path, caplog):
     points = cloud(20, seed=8)
     clouds = [Cloud(points, "a", "s"), Cloud(cloud(64, seed=9), "a", "m"),
               Cloud(cloud(100, seed=10), "b", "l")]
@@ -723,7 +723,7 @@ def test_small_cloud_resampled_with_replacement_and_counted(tmp_path):
         assert {tuple(r) for r in view.tolist()} == rows  # every point, and only those
     class_folder(tmp_path, classes=("a", "b"), per_class=3, n=40)
     write_rows(tmp_path / "a" / "small.xyz", cloud(33, seed=5))
-    with pytest.warns(UserWarning, match="1 of .* clouds have fewer than data.num_points=34"):
+    with logged(caplog, "1 of .* clouds have fewer than data.num_points=34"):
         train, test, _ = load_data(cfg(tmp_path, num_points=34, test_fraction=0.25,
                                        split_seed=1), None)
     assert train.num_resampled + test.num_resampled == 1
@@ -818,7 +818,6 @@ def test_raw_features_shape_and_finite(tmp_path):
 # --- DALES objects (shared data) ---------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore:.*resampled with replacement:UserWarning")
 def test_dales_objects_bundle_and_raw_xyz(shared_data):
     folder = shared_data / "pointcloud" / "dales_objects_500"
     if not folder.is_dir():

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _helpers import logged
 
 from polyjepa.errors import DataError
 from polyjepa.modalities.tabular.readers import (
@@ -248,10 +249,10 @@ def test_encoder_state_round_trips(tmp_path: Path) -> None:
     assert torch.equal(restored.transform(frame, "t").num, encoder.transform(frame, "t").num)
 
 
-def test_split_falls_back_without_stratification(tmp_path: Path) -> None:
+def test_split_falls_back_without_stratification(tmp_path: Path, caplog) -> None:
     table = rows()
     table[0][3] = "maybe"  # a class with a single row
-    with pytest.warns(UserWarning, match="not stratified.*'maybe'"):
+    with logged(caplog, "not stratified.*'maybe'"):
         train_set, test_set, _ = load_splits(config(write(tmp_path / "t.csv", table)), None)
     assert (len(train_set), len(test_set)) == (16, 4)
 

@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from _helpers import logged
 from PIL import Image
 
 from polyjepa.errors import DataError
@@ -107,16 +108,16 @@ def test_clip_sampling_random_centred_uniform_and_short_policies(tmp_path):
     assert clip_indices(5, 4, 2, 0, "pad") == [0, 2, 4, 4]
 
 
-def test_short_videos_are_counted_and_skipped_or_kept(tmp_path):
+def test_short_videos_are_counted_and_skipped_or_kept(tmp_path, caplog):
     from polyjepa.files import LabelledFile
 
     write_video(tmp_path / "short.mp4", numbered_frames(3))
     write_video(tmp_path / "long.mp4", numbered_frames(20))
     files = [LabelledFile(tmp_path / "short.mp4", None), LabelledFile(tmp_path / "long.mp4", None)]
-    with pytest.warns(UserWarning, match="1 videos are shorter than a clip .* skipped"):
+    with logged(caplog, "1 videos are shorter than a clip .* skipped"):
         kept = probe_sources(files, VideoDataConfig(num_frames=8, short_policy="skip"), "data")
     assert [s.path.name for s in kept] == ["long.mp4"]
-    with pytest.warns(UserWarning, match="looped"):
+    with logged(caplog, "looped"):
         kept = probe_sources(files, VideoDataConfig(num_frames=8), "data")
     clip = VideoClips(kept, [], VideoDataConfig(num_frames=8))[0][0]
     assert brightness((clip * 255).permute(0, 2, 3, 1).numpy()) == [0, 1, 2, 0, 1, 2, 0, 1]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from _helpers import single_thread  # noqa: F401  (autouse fixture)
 
-from polyjepa.build import build_masker, build_objective, load_datasets, load_recipe, token_layout
+from polyjepa.build import build_masker, build_objective, load_datasets, load_recipe
 from polyjepa.evaluate import evaluate_run
 from polyjepa.modalities.video.tokenizer import TubeletPatches
 from polyjepa.posembed import sincos_grid
@@ -57,7 +57,7 @@ def test_tube_masks_span_every_time_step_and_spare_the_context():
     _, _, meta = load_datasets(recipe)
     obj = build_objective(recipe, meta)
     assert isinstance(obj.online.tokenizer, TubeletPatches)
-    layout = token_layout(obj.online)
+    layout = obj.online.layout
     assert layout["grid"] == (8, 4, 4)
     masks = build_masker(recipe, meta, layout)(16, torch.Generator().manual_seed(0))
     for b in range(16):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from _helpers import single_thread  # noqa: F401  (autouse fixture)
 
-from polyjepa.build import build_masker, build_objective, load_datasets, load_recipe, token_layout
+from polyjepa.build import build_masker, build_objective, load_datasets, load_recipe
 from polyjepa.encoders import Backbone
 from polyjepa.maskers import FutureMasker
 from polyjepa.modalities.video.encoders import FrameCNN, FrameDecoder
@@ -126,7 +126,7 @@ def test_recipes_build_and_share_the_encoder():
         _, _, meta = load_datasets(recipe)
         obj = build_objective(recipe, meta)
         assert isinstance(obj, PredictiveVCR) and isinstance(obj.online.encoder, FrameCNN)
-        masker = build_masker(recipe, meta, token_layout(obj.online))
+        masker = build_masker(recipe, meta, obj.online.layout)
         assert (masker.num_context, masker.num_target) == (3, 5)
     assert load_recipe("vj_vcr_latent").cfg.model.predictor["num_latents"] == 5
     assert load_recipe("video_pixel_baseline").cfg.objective["target"] == "pixels"
