@@ -7,7 +7,7 @@ line's `--help`, `--version`, `list` and `recipes` do not load torch or any plug
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from polyjepa.types import Batch, Masks, Tokens  # noqa: F401
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     else:  # a submodule, as `polyjepa.maskers` was after `import polyjepa` before it was lazy

@@ -230,6 +230,43 @@ def conform(obj: Any, kind: str, what: str) -> Any:
     return obj
 
 
+# --- datasets ----------------------------------------------------------------------------------
+# A plugin's datasets yield `(x, y)`: `x` a `RawInput`, `y` an integer class (-1: none). What else
+# the core uses when a dataset has it:
+
+
+@runtime_checkable
+class Labelled(Protocol):
+    """A dataset that knows its labels without reading its samples (every built-in one does)."""
+
+    labels: Any  # [N] class indices (tensor or array), -1 where a sample has none
+
+
+@runtime_checkable
+class Identified(Protocol):
+    """A dataset that can name its samples (file paths, `file:row`), for `embed`'s output."""
+
+    def sample_ids(self) -> list[str]:
+        """One id per sample `[N]`, in dataset order."""
+        ...
+
+
+@runtime_checkable
+class Sampled(Protocol):
+    """A dataset whose samples are drawn (random crops): training reads `sample(index,
+    generator)` with a generator seeded from the batch seed and the index, not `dataset[index]`."""
+
+    def sample(self, index: int, generator: Any) -> Any: ...
+
+
+@runtime_checkable
+class HasProbeTargets(Protocol):
+    """A dataset with more targets than its label (a speaker, a video's speeds), probed by
+    `polyjepa eval` beside it: name -> `[N]` classes or `[N, k]` real values."""
+
+    def probe_targets(self) -> dict[str, Any]: ...
+
+
 # --- the plugin's callables (ModalityPlugin's fields) ------------------------------------------
 
 LoadedData = tuple[Any, Any, dict[str, Any]]
@@ -272,4 +309,5 @@ class EvalProtocol(Protocol):
     """`(run_dir=, recipe=, train_set=, test_set=, device=) -> dict`: a modality's evaluation,
     JSON-ready; a `table` entry (a list of row dicts) is printed as a table."""
 
-    def __call__(self, **kwargs: Any) -> dict[str, Any]: ...
+    def __call__(self, *, run_dir: Any, recipe: Any, train_set: Any, test_set: Any,
+                 device: Any) -> dict[str, Any]: ...

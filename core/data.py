@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Sampler, default_collate
 
-from polyjepa.contracts import Augmentation, Masker, conform
+from polyjepa.contracts import (
+    Augmentation,
+    HasProbeTargets,
+    Identified,
+    Labelled,
+    Masker,
+    Sampled,
+    conform,
+)
 from polyjepa.errors import DataError
 from polyjepa.types import Batch
 
@@ -117,10 +125,10 @@ class SeededDataset(Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[Any, int, int]:
         index, seed, position = key
         try:
-            sample = getattr(self.dataset, "sample", None)
-            if sample is None:
+            if not isinstance(self.dataset, Sampled):
                 return self.dataset[index], seed, position
-            return sample(index, torch.Generator().manual_seed(_mix(seed, index))), seed, position
+            generator = torch.Generator().manual_seed(_mix(seed, index))
+            return self.dataset.sample(index, generator), seed, position
         except DATA_ERRORS as exc:
             if self.on_error == "skip":
                 return None, seed, position
@@ -181,27 +189,11 @@ def eval_collate(samples: list[Any]) -> Batch:
     return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long))
 
 
-@runtime_checkable
-class Labelled(Protocol):
-    """A dataset that knows its labels without reading its samples (every built-in one does)."""
-
-    labels: Any  # [N] class indices (tensor or array), -1 where a sample has none
-
-
 def dataset_labels(dataset: Any) -> np.ndarray:
     """Labels `[N]` of a dataset: its `labels` when `Labelled`, else read sample by sample."""
     if isinstance(dataset, Labelled):
         return np.asarray(dataset.labels, dtype=np.int64).reshape(-1)
     return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
-
-
-@runtime_checkable
-class Identified(Protocol):
-    """A dataset that can name its samples (file paths, `file:row`), for `embed`'s output."""
-
-    def sample_ids(self) -> list[str]:
-        """One id per sample `[N]`, in dataset order."""
-        ...
 
 
 def sample_ids(dataset: Any) -> list[str]:
@@ -230,13 +222,15 @@ class DataSplit(Dataset):
         return self.parent[int(self.indices[i])]
 
     def sample(self, i: int, generator: torch.Generator) -> Any:
-        read = getattr(self.parent, "sample", None)
         index = int(self.indices[i])
-        return self.parent[index] if read is None else read(index, generator)
+        if isinstance(self.parent, Sampled):
+            return self.parent.sample(index, generator)
+        return self.parent[index]
 
     def probe_targets(self) -> dict[str, np.ndarray]:
-        targets = getattr(self.parent, "probe_targets", None)
-        return {} if targets is None else {k: np.asarray(v)[self.indices] for k, v in targets().items()}
+        if not isinstance(self.parent, HasProbeTargets):
+            return {}
+        return {k: np.asarray(v)[self.indices] for k, v in self.parent.probe_targets().items()}
 
     def sample_ids(self) -> list[str]:
         ids = sample_ids(self.parent)

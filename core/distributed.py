@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -85,7 +86,7 @@ def all_gather_with_grad(z: Tensor) -> Tensor:
 _stats_group = None
 
 
-def _statistics_group():
+def _statistics_group() -> dist.ProcessGroup:
     """A process group of its own for batch-statistic collectives: their backward runs while DDP
     all-reduces gradient buckets, and two streams of collectives on one group can interleave
     differently on different ranks (measured: wrong gradients)."""
@@ -99,13 +100,13 @@ class _AllGather(torch.autograd.Function):
     """all_gather whose backward sums every rank's gradient and returns this rank's slice."""
 
     @staticmethod
-    def forward(ctx, z: Tensor) -> Tensor:
+    def forward(ctx: Any, z: Tensor) -> Tensor:
         parts = [torch.empty_like(z) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, z.contiguous(), group=_statistics_group())
         return torch.cat(parts, dim=0)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         grad = grad.clone(memory_format=torch.contiguous_format)  # never reduce autograd's buffer
         dist.all_reduce(grad, group=_statistics_group())
         return grad.chunk(dist.get_world_size(), dim=0)[dist.get_rank()]

@@ -25,6 +25,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,8 @@ from tqdm.auto import tqdm
 
 from polyjepa import config as C
 from polyjepa import label_efficiency as LE
-from polyjepa.build import Recipe, build_backbone, load_splits, recipe_from_dict
+from polyjepa.build import Recipe, Splits, build_backbone, load_splits, recipe_from_dict
+from polyjepa.contracts import HasProbeTargets
 from polyjepa.data import DataSplit, dataset_labels, whole
 from polyjepa.encoders import Backbone
 from polyjepa.errors import CheckpointError, ConfigError, DataError
@@ -113,7 +115,7 @@ def _mean_each(values: list[float]) -> tuple[float, list[float]]:
     return float(np.mean(values)), [float(v) for v in values]
 
 
-def run_protocols(features: LE.Features, y_train: np.ndarray, y_test: np.ndarray, cfg,
+def run_protocols(features: LE.Features, y_train: np.ndarray, y_test: np.ndarray, cfg: C.EvalConfig,
                   classes: int, protocols: list[str] | None = None,
                   linear: dict[str, list[float]] | None = None) -> dict:
     """The classification `protocols` (default `cfg.protocols`) for every encoder of `features`
@@ -213,22 +215,24 @@ def subsample_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
-def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
+def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int
+              ) -> tuple[np.ndarray, np.ndarray]:
     """At most `limit` rows of `(x, y)`, drawn without replacement with `seed`."""
     keep = subsample_indices(len(x), limit, seed)
     return x[keep], y[keep]
 
 
-def _features(backbone: Backbone, dataset, cfg, device) -> tuple[np.ndarray, np.ndarray]:
+def _features(backbone: Backbone, dataset: Any, cfg: C.EvalConfig, device: torch.device
+              ) -> tuple[np.ndarray, np.ndarray]:
     return embed(backbone, dataset, cfg.pooling, cfg.batch_size, device)
 
 
-def raw_features(recipe: Recipe, *datasets) -> list[np.ndarray]:
+def raw_features(recipe: Recipe, *datasets: Any) -> list[np.ndarray]:
     """The plugin's raw features `[N, F]` of each dataset; splits of one parent (a training part
     and its validation split) slice the parent's, computed once."""
     parents: dict[int, np.ndarray] = {}
 
-    def of(dataset) -> np.ndarray:
+    def of(dataset: Any) -> np.ndarray:
         source = dataset.parent if isinstance(dataset, DataSplit) else dataset
         if id(source) not in parents:
             parents[id(source)] = recipe.plugin.raw_features(source).numpy()
@@ -329,7 +333,8 @@ def _say(progress: bool, text: str) -> None:
 
 
 def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: str | None,
-              dev: torch.device, test_fraction: float, checkpoint: int | None, progress: bool):
+              dev: torch.device, test_fraction: float, checkpoint: int | None, progress: bool
+              ) -> tuple[dict, dict, Splits | None]:
     """The classification protocols for the pretrained, random-init and raw-feature encoders;
     their label-efficiency scores; and the recipe's splits they read (None with `data_path`)."""
     cfg = recipe.cfg.eval
@@ -375,7 +380,7 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
         raise DataError(f"{recipe.source}: evaluation needs labels, and some samples have none")
     plain = [p for p in protocols if p != "label_efficiency"]
     targets = {}  # extra targets, read once: `{name: (train [N], test [M])}`
-    train_targets = train_set.probe_targets() if hasattr(train_set, "probe_targets") else {}
+    train_targets = train_set.probe_targets() if isinstance(train_set, HasProbeTargets) else {}
     if data_path is None and train_targets:
         test_targets = test_set.probe_targets()
         targets = {k: (v, test_targets[k]) for k, v in train_targets.items()}
@@ -483,7 +488,7 @@ def evaluate_runs(run_dirs: list[str | Path], data_path: str | None = None, devi
 def across_runs(results: list[dict]) -> dict:
     """Mean and std over runs of every number in their results (same structure), as
     `{"mean": m, "std": s}` leaves; strings that agree are kept, others listed."""
-    def merge(values: list):
+    def merge(values: list) -> Any:
         first = values[0]
         if isinstance(first, bool) or first is None:
             return first if all(v == first for v in values) else list(values)
@@ -556,7 +561,7 @@ def comparison(result: dict) -> str:
     """One line reading a result: pretrained minus each baseline on each accuracy probe, in
     percentage points (means over runs when the values are `{"mean", "std"}`), and the verdict at
     5 labels per class where label efficiency measured it."""
-    def value(v) -> float:
+    def value(v: Any) -> float:
         return v["mean"] if isinstance(v, dict) else v
 
     scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]

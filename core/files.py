@@ -224,7 +224,8 @@ def split_files(files: list, splits: list[str | None], cfg: FileDataConfig,
     return train, test
 
 
-def _split_by_groups(files: list, test_groups: dict[str, list[str]], source: str):
+def _split_by_groups(files: list, test_groups: dict[str, list[str]], source: str
+                     ) -> tuple[list, list]:
     for key, values in test_groups.items():
         if not isinstance(values, list):
             raise ConfigError(f"data.test_groups.{key}: expected a list of values, got {values!r}")

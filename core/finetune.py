@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +38,7 @@ from polyjepa.paths import write_atomic
 from polyjepa.pooling import pool, pooled_dim
 from polyjepa.schedules import warmup_cosine
 from polyjepa.train import param_groups, resolve_device, seed_everything
-from polyjepa.types import Tokens
+from polyjepa.types import RawInput, Tokens
 
 RESULT_FILE = "finetune.json"
 WEIGHTS_FILE = "finetuned.pt"
@@ -77,7 +78,8 @@ class Classifier(nn.Module):
             self.mask_token = nn.Parameter(torch.zeros(backbone.dim))
             nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def latents(self, x, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+    def latents(self, x: RawInput, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, Tensor | None]:
         """`[B, R + N, D]` and the tokens' padding mask `[B, N]` (or None); with a generator
         (training) and a mask ratio, masked tokens first."""
         features = self.backbone.features(x)
@@ -98,7 +100,7 @@ class Classifier(nn.Module):
         x_masked = torch.where(masked[..., None], self.mask_token.to(tokens.x.dtype), tokens.x)
         return self.backbone.encoder(Tokens(x_masked, tokens.pos, tokens.pad_mask)), tokens.pad_mask
 
-    def forward(self, x, generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, x: RawInput, generator: torch.Generator | None = None) -> Tensor:
         h, pad_mask = self.latents(x, generator)
         z = pool(h, self.pooling, self.backbone.num_prefix_tokens, pad_mask,
                  self.backbone.step_tokens)
@@ -106,7 +108,7 @@ class Classifier(nn.Module):
 
 
 @torch.no_grad()
-def accuracy(model: Classifier, dataset, batch_size: int, device: torch.device) -> float:
+def accuracy(model: Classifier, dataset: Any, batch_size: int, device: torch.device) -> float:
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=eval_collate)
     correct = total = 0
@@ -190,7 +192,7 @@ def finetune_run(run_dir: str | Path, overrides: Sequence[str] = (), device: str
     return result
 
 
-def _frozen_probe(backbone: Backbone, train_set, test_set, recipe: Recipe, pooling: str,
+def _frozen_probe(backbone: Backbone, train_set: Any, test_set: Any, recipe: Recipe, pooling: str,
                   device: torch.device) -> float:
     cfg = recipe.cfg.eval
     x_tr, y_tr = embed(backbone, train_set, pooling, cfg.batch_size, device)

@@ -9,6 +9,7 @@ target embeddings `[B, D]` for the collapse monitors.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -26,10 +27,10 @@ from polyjepa.types import Batch, Tokens
 if TYPE_CHECKING:
     from polyjepa.build import Parts
 
-LOSSES = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
+LOSSES: dict[str, Callable[..., Tensor]] = {"mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss, "l1": F.l1_loss}
 
 
-def _loss_fn(name: str, beta: float = 1.0):
+def _loss_fn(name: str, beta: float = 1.0) -> Callable[[Tensor, Tensor], Tensor]:
     if name not in LOSSES:
         raise ValueError(f"objective.loss: unknown loss '{name}'; choose from {', '.join(LOSSES)}")
     if name == "smooth_l1":
@@ -205,7 +206,7 @@ class BYOL(Objective):
         return {"projector": projector,
                 "predictor": parts.build("predictor", required=True, in_dim=projector.out_dim)}
 
-    def _embed(self, backbone: Backbone, features) -> Tensor:
+    def _embed(self, backbone: Backbone, features: Any) -> Tensor:
         return pool(backbone.encode(features), self.pooling, backbone.num_prefix_tokens)
 
     def make_views(self, batch: Batch) -> tuple[Any, Any]:
@@ -335,7 +336,7 @@ class PredictiveVCR(Objective):
         return loss, logs
 
 
-def _rollout_loss(name: str):
+def _rollout_loss(name: str) -> Callable[[Tensor, Tensor], Tensor]:
     """Per-element loss `[..., D] -> [...]` for latent rollouts; `cosine` is 1 - cosine
     similarity (TS-JEPA's)."""
     losses = {"l1": lambda p, t: (p - t).abs().mean(-1), "mse": lambda p, t: (p - t).square().mean(-1),
@@ -407,7 +408,7 @@ class LatentRollout(Objective):
         self.regularizers = nn.ModuleList(regularizers or [])
         self.monitor_embeddings: Tensor | None = None
 
-    def step_latents(self, backbone: Backbone, features) -> tuple[Tensor, Tensor]:
+    def step_latents(self, backbone: Backbone, features: Any) -> tuple[Tensor, Tensor]:
         """Per-step embeddings `[B, N, D]` and which steps are real (not padding) `[B, N]`
         (N = the steps of this input)."""
         tokens = backbone.tokenizer(features)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from polyjepa.config import path_keys
+from polyjepa.config import RecipeConfig, path_keys
 from polyjepa.errors import ConfigError, DataError
 
 DATA_ROOT_ENV = "POLYJEPA_DATA_ROOT"
@@ -52,7 +52,7 @@ def resolve_path(path: str | Path, root: Path | None, field: str) -> Path:
     return full
 
 
-def pin_paths(cfg) -> list[str]:
+def pin_paths(cfg: RecipeConfig) -> list[str]:
     """Make a recipe's data paths absolute in place (`cfg`: a `RecipeConfig`): `data_root` (or
     $POLYJEPA_DATA_ROOT, which a later command may not have) and each of the data section's
     `path_keys` that names a file or folder relative to the working directory. Names such as

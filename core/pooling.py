@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from polyjepa.config import POOLINGS
+
+if TYPE_CHECKING:
+    from polyjepa.encoders import Backbone
 
 
 def pool(h: Tensor, mode: str, num_prefix_tokens: int = 0, pad_mask: Tensor | None = None,
@@ -58,7 +63,7 @@ def _masked_mean(h: Tensor, valid: Tensor) -> Tensor:
     return torch.where(valid, h, 0.0).sum(1) / valid.sum(1).clamp_min(1)
 
 
-def pooled_dim(backbone, mode: str, meta: dict) -> int:
+def pooled_dim(backbone: Backbone, mode: str, meta: dict) -> int:
     """Width of `pool(backbone(x), mode)`; `flatten` needs `meta["num_tokens"]` (N)."""
     d, r = backbone.dim, backbone.num_prefix_tokens
     widths = {"mean": d, "mean_max": 2 * d, "mean_plus_max": d, "prefix": r * d, "last": d}

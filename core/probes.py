@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
@@ -15,7 +17,7 @@ from polyjepa.encoders import Backbone
 
 
 @torch.no_grad()
-def embed(backbone: Backbone, dataset, pooling: str, batch_size: int = 256,
+def embed(backbone: Backbone, dataset: Any, pooling: str, batch_size: int = 256,
           device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Pooled embeddings `[N, F]` and labels `[N]` of a dataset under a frozen backbone."""
     backbone = backbone.to(device).eval()

@@ -23,9 +23,12 @@ import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyjepa.errors import RegistryError
+
+if TYPE_CHECKING:  # the protocols import torch; listing plugins must not
+    from polyjepa.contracts import EvalProtocol, Importer, LoadData, LoadFile, RawFeatures, Synthetic
 
 MODALITY_GROUP = "polyjepa.modalities"
 DISABLE_AUTOLOAD_ENV = "POLYJEPA_DISABLE_PLUGIN_AUTOLOAD"
@@ -52,6 +55,8 @@ class Component:
 class ModalityPlugin:
     """Everything polyjepa needs from a modality.
 
+    The callables' types are in `polyjepa.contracts` (`LoadData`, `Synthetic`, ...).
+
     Attributes:
         name: the modality's name, as recipes write it (``modality: tabular``).
         data_config: dataclass of the recipe's ``data:`` section for this modality.
@@ -75,13 +80,13 @@ class ModalityPlugin:
 
     name: str
     data_config: type
-    load_data: Callable[..., tuple[Any, Any, dict]]
-    synthetic: Callable[..., tuple[Any, Any, dict]]
-    raw_features: Callable[[Any], Any]
-    load_file: Callable[..., Any]
+    load_data: LoadData
+    synthetic: Synthetic
+    raw_features: RawFeatures
+    load_file: LoadFile
     components: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    importers: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    protocols: dict[str, Callable[..., dict]] = field(default_factory=dict)
+    importers: dict[str, Importer] = field(default_factory=dict)
+    protocols: dict[str, EvalProtocol] = field(default_factory=dict)
 
 
 CORE: dict[tuple[str, str], Component] = {}

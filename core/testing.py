@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ def _check_meta(name: str, meta: dict) -> list[str]:
     return []
 
 
-def _loads_safely(value) -> bool:
+def _loads_safely(value: Any) -> bool:
     buffer = io.BytesIO()
     try:
         torch.save(value, buffer)
@@ -92,7 +93,7 @@ def _loads_safely(value) -> bool:
     return True
 
 
-def _check_samples(name: str, split: str, dataset) -> list[str]:
+def _check_samples(name: str, split: str, dataset: Any) -> list[str]:
     from polyjepa.data import eval_collate
 
     if len(dataset) < 2:
@@ -110,7 +111,7 @@ def _check_samples(name: str, split: str, dataset) -> list[str]:
     return []
 
 
-def _check_raw_features(plugin: ModalityPlugin, dataset) -> list[str]:
+def _check_raw_features(plugin: ModalityPlugin, dataset: Any) -> list[str]:
     try:
         raw = plugin.raw_features(dataset)
     except Exception as exc:  # noqa: BLE001

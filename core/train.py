@@ -16,6 +16,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from polyjepa.monitors import normalized_std, rankme
 from polyjepa.paths import check_output_folder, pin_paths
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
+from polyjepa.types import Batch
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +275,7 @@ class Trainer:
         return {"lr": lr, "wd": wd}
 
     # -- loop ----------------------------------------------------------------------------------
-    def _batches(self):
+    def _batches(self) -> Generator[Batch, None, None]:
         """Micro-batches from the current position on, epoch after epoch.
 
         An epoch's DataLoader workers are shut down as soon as it ends, or as an error leaves
@@ -302,7 +304,7 @@ class Trainer:
             "optim.lr, set optim.grad_clip_norm, or use train.precision=fp32"
         )
 
-    def _train_step(self, batches) -> dict[str, float]:
+    def _train_step(self, batches: Iterator[Batch]) -> dict[str, float]:
         cfg = self.cfg
         sched = self._set_schedules()
         logs_sum: dict[str, torch.Tensor] = {}
@@ -464,7 +466,7 @@ def _ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _tensorboard(run_dir: Path):
+def _tensorboard(run_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -494,7 +496,7 @@ RUN_SETTINGS = {"train.auto_resume", "train.num_workers", "train.progress", "tra
 """Keys that say how to run, not what to train: they may change when a run is resumed."""
 
 
-def _where_keys(cfg) -> set[str]:
+def _where_keys(cfg: C.RecipeConfig) -> set[str]:
     """Keys that say where the data lives (`data_root`, the data schema's `path_keys`): a run
     restarted with its data elsewhere, or with paths spelled another way, is the same run."""
     return {"data_root", *(f"data.{k}" for k in C.path_keys(cfg))}

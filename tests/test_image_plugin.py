@@ -4,6 +4,7 @@ through an entry point only: installed here as a third party's distribution woul
 
 from __future__ import annotations
 
+import importlib.metadata as metadata
 import json
 
 import pytest
@@ -20,11 +21,15 @@ RECIPE = PACKAGE / "polyjepa_image" / "i_jepa_tiny.yaml"
 
 @pytest.fixture
 def image_installed(site):
-    """`polyjepa-image` installed: its source on sys.path and its entry point in a dist-info,
-    nothing else (polyjepa is not told about it)."""
-    site.install("polyjepa-image", {registry.MODALITY_GROUP: {"image": "polyjepa_image:plugin"}})
-    site.monkeypatch.syspath_prepend(str(PACKAGE))
-    site.activate()
+    """`polyjepa-image` installed: by pip (the README's test command installs it, as a user
+    would), or else here as pip would (its source on sys.path, its entry point in a dist-info).
+    Either way polyjepa is not told about it."""
+    try:
+        metadata.distribution("polyjepa-image")
+    except metadata.PackageNotFoundError:
+        site.install("polyjepa-image", {registry.MODALITY_GROUP: {"image": "polyjepa_image:plugin"}})
+        site.monkeypatch.syspath_prepend(str(PACKAGE))
+        site.activate()
 
 
 def test_the_image_plugin_registers_and_conforms(image_installed):

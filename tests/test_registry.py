@@ -20,6 +20,12 @@ from polyjepa.hub import load_encoder
 from polyjepa.train import pretrain
 
 
+def ours(modalities: dict[str, str]) -> dict[str, str]:
+    """The modalities polyjepa itself provides (an environment may have others installed, as
+    CI has the image example)."""
+    return {name: origin for name, origin in modalities.items() if origin == "polyjepa"}
+
+
 def components() -> dict[str, registry.Component]:
     return dict(registry.list_components())
 
@@ -129,7 +135,8 @@ def test_broken_modality_is_reported_and_does_not_stop_tabular(site):
     site.activate()
     with pytest.warns(UserWarning, match="polyjepa plugin failed to load: modality 'brokenmod'"):
         modalities = registry.list_modalities()
-    assert modalities == dict.fromkeys(BUILTIN_MODALITIES, "polyjepa")
+    assert ours(modalities) == dict.fromkeys(BUILTIN_MODALITIES, "polyjepa")
+    assert "brokenmod" not in modalities
     (failure,) = registry.plugin_failures()
     assert "modality 'brokenmod'" in failure
     assert "polyjepa-broken" in failure
@@ -172,7 +179,7 @@ def test_same_target_from_two_distributions_is_not_a_clash(site):
     site.install("polyjepa-alias", {registry.MODALITY_GROUP: {
         "tabular": "polyjepa.modalities.tabular:plugin"}})
     site.activate()
-    assert set(registry.list_modalities()) == set(BUILTIN_MODALITIES)
+    assert set(BUILTIN_MODALITIES) <= set(registry.list_modalities())
     assert registry.get_modality("tabular").components["feature"].__name__ == "FeatureTokenizer"
     assert registry.plugin_failures() == []
 
@@ -211,8 +218,8 @@ def test_polyjepa_list_cli_shows_builtins_third_party_and_failures(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     modalities = lines[lines.index("modalities:") + 1: lines.index("components:")]
-    assert [line.split() for line in modalities] == [[name, "(polyjepa)"]
-                                                      for name in BUILTIN_MODALITIES]
+    assert [line.split() for line in modalities if line.endswith("(polyjepa)")] == [
+        [name, "(polyjepa)"] for name in BUILTIN_MODALITIES]
     rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("  ")}
     assert rows["transformer"] == ["encoder", "(polyjepa)"]
     assert rows["tabular.feature"] == ["tokenizer", "(polyjepa)"]

@@ -92,7 +92,7 @@ def _finish(cfg: AudioDataConfig, train: ClipDataset, test: ClipDataset, class_n
     return train, test, meta
 
 
-def load_data(cfg: AudioDataConfig, root: Path | None):
+def load_data(cfg: AudioDataConfig, root: Path | None) -> tuple[ClipDataset, ClipDataset, dict]:
     """`(train, test, meta)`: clips found, split, header-checked; log-mel statistics from train."""
     clips, splits = list_clips(cfg.path, cfg, root, "data.path")
     if cfg.test_path is not None:
@@ -124,7 +124,7 @@ def load_file(cfg: AudioDataConfig, path: str, root: Path | None, meta: dict) ->
     return dataset
 
 
-def synthetic(n: int = 500, seed: int = 0):
+def synthetic(n: int = 500, seed: int = 0) -> tuple[ClipDataset, ClipDataset, dict]:
     """Built-in synthetic sounds (see `synthetic.py`), 1.2 s at 16 kHz, split 80/20."""
     cfg = AudioDataConfig(path="synthetic", logmel=LogMelConfig(norm_clips=200))
     waves, labels = synthetic_waves(n, cfg.sample_rate, seed=seed)

@@ -18,6 +18,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ def split_clips(clips: list[Clip], splits: list[str | None], cfg: AudioDataConfi
 # Decoding
 
 
-def _soundfile():
+def _soundfile() -> ModuleType:
     return require("soundfile", "audio", "reading audio files")
 
 

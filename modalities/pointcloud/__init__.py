@@ -50,7 +50,8 @@ def _dataset(clouds: list[Cloud], class_names: list[str], cfg: PointCloudDataCon
     return dataset
 
 
-def _read(spec: str, cfg: PointCloudDataConfig, root: Path | None, field_name: str):
+def _read(spec: str, cfg: PointCloudDataConfig, root: Path | None,
+          field_name: str) -> tuple[list[Cloud], list[str | None], list[str] | None]:
     """`(clouds, manifest splits, bundle class names)` of a folder, manifest or `.npz` bundle."""
     path = resolve_path(spec, root, field_name) if spec else None
     if path is not None and path.is_file() and path.suffix.lower() == ".npz":
@@ -63,7 +64,7 @@ def _read(spec: str, cfg: PointCloudDataConfig, root: Path | None, field_name: s
     return clouds, splits, None
 
 
-def load_data(cfg: PointCloudDataConfig, root: Path | None):
+def load_data(cfg: PointCloudDataConfig, root: Path | None) -> tuple[PointClouds, PointClouds, dict]:
     """`(train, test, meta)`: clouds read, checked and split as the data section says."""
     clouds, splits, names = _read(cfg.path, cfg, root, "data.path")
     if cfg.test_path is not None:
@@ -85,7 +86,7 @@ def load_file(cfg: PointCloudDataConfig, path: str, root: Path | None, meta: dic
     return _dataset(clouds, names, cfg, str(path))
 
 
-def synthetic(n: int = 400, seed: int = 0):
+def synthetic(n: int = 400, seed: int = 0) -> tuple[PointClouds, PointClouds, dict]:
     """Built-in synthetic shapes (see `synthetic.py`), 1024 points each, split 80/20."""
     cfg = PointCloudDataConfig(path="synthetic")
     arrays, labels = synthetic_clouds(n, points=cfg.num_points, seed=seed)

@@ -27,7 +27,7 @@ def _meta(encoder: TabularEncoder) -> dict:
     return {**meta, "num_tokens": len(meta["feature_names"]), "preprocessing": asdict(encoder)}
 
 
-def load_data(cfg: TabularDataConfig, root: Path | None):
+def load_data(cfg: TabularDataConfig, root: Path | None) -> tuple[TabularDataset, TabularDataset, dict]:
     """`(train, test, meta)` read as `cfg` says, preprocessing fitted on the training rows."""
     train, test, encoder = load_splits(cfg, root)
     return train, test, _meta(encoder)
@@ -40,7 +40,7 @@ def load_file(cfg: TabularDataConfig, path: str, root: Path | None, meta: dict) 
     return TabularDataset(encoder.transform(frame, path), meta["cardinalities"])
 
 
-def synthetic(n: int = 2000, seed: int = 0):
+def synthetic(n: int = 2000, seed: int = 0) -> tuple[TabularDataset, TabularDataset, dict]:
     """The built-in synthetic table (see `synthetic_frame`), split 80/20."""
     frame = synthetic_frame(n, seed)
     cfg = TabularDataConfig(path="synthetic", test_path=None, target="label")

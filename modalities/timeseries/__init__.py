@@ -104,7 +104,7 @@ def _meta(train: SeriesSet, arrays: SeriesArrays, class_names: list[str], scaler
                        "std": None if scaler.std is None else scaler.std.tolist()}}
 
 
-def load_data(cfg: TimeSeriesDataConfig, root: Path | None):
+def load_data(cfg: TimeSeriesDataConfig, root: Path | None) -> tuple[SeriesArrays, SeriesArrays, dict]:
     """`(train, test, meta)`: series read, filled, aligned to the longest training series (or
     `data.length`) and standardised with training statistics."""
     train, test = _read_sets(cfg, root)
@@ -138,7 +138,7 @@ def load_file(cfg: TimeSeriesDataConfig, path: str, root: Path | None, meta: dic
     return arrays
 
 
-def synthetic(n: int = 400, seed: int = 0):
+def synthetic(n: int = 400, seed: int = 0) -> tuple[SeriesArrays, SeriesArrays, dict]:
     """Built-in series (see `synthetic.py`): 4 classes, 2 channels, lengths 48-64, split 80/20."""
     series, labels = synthetic_series(n, seed=seed)
     data = SeriesSet(series=series, labels=[CLASS_NAMES[k] for k in labels], actions=None,

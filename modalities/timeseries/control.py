@@ -12,6 +12,9 @@ controller observing every step.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -27,6 +30,10 @@ from polyjepa.modalities.timeseries.cartpole import (
     control_test,
 )
 from polyjepa.modalities.timeseries.preprocess import SeriesArrays
+
+if TYPE_CHECKING:
+    from polyjepa.build import Recipe
+    from polyjepa.objectives import LatentRollout
 
 
 class Actor(nn.Module):
@@ -44,7 +51,7 @@ class Actor(nn.Module):
 
 
 @torch.no_grad()
-def _embeddings(objective, data: SeriesArrays) -> tuple[Tensor, Tensor]:
+def _embeddings(objective: LatentRollout, data: SeriesArrays) -> tuple[Tensor, Tensor]:
     """Every real step's layer-normalised online embedding `[M, D]` and the force applied at
     that step `[M]`."""
     if data.actions is None:
@@ -55,7 +62,7 @@ def _embeddings(objective, data: SeriesArrays) -> tuple[Tensor, Tensor]:
     return objective.start(z)[valid], data.actions[:, 0][valid]
 
 
-def train_actor(objective, train: SeriesArrays, epochs: int = 30, batch_size: int = 512,
+def train_actor(objective: LatentRollout, train: SeriesArrays, epochs: int = 30, batch_size: int = 512,
                 lr: float = 1e-3, seed: int = 0) -> Actor:
     """Fit the actor to the training steps' forces (MSE, AdamW)."""
     z, force = _embeddings(objective, train)
@@ -76,7 +83,7 @@ class LatentPolicy:
     """TS-JEPA in the loop: embed each observation that arrives, roll the embedding forward with
     the forces applied while none does, act with the actor on the current embedding."""
 
-    def __init__(self, objective, actor: Actor, mean: np.ndarray, std: np.ndarray,
+    def __init__(self, objective: LatentRollout, actor: Actor, mean: np.ndarray, std: np.ndarray,
                  force_limit: float) -> None:
         self.objective, self.actor, self.force_limit = objective, actor, force_limit
         self.mean, self.std = mean, std
@@ -104,8 +111,8 @@ class LatentPolicy:
         return self.force.numpy().astype(np.float64)
 
 
-def control_protocol(run_dir, recipe, train_set: SeriesArrays, test_set: SeriesArrays,
-                     device) -> dict:
+def control_protocol(run_dir: str | Path, recipe: Recipe, train_set: SeriesArrays, test_set: SeriesArrays,
+                     device: torch.device) -> dict:
     """Success rate and stable steps against the observation interval `k` (see the module);
     episodes, their length and the intervals come from `data.cartpole.control_*`. Runs on the
     CPU whatever `device` is (one observation per environment and step: a GPU would not help)."""
@@ -142,7 +149,7 @@ def control_protocol(run_dir, recipe, train_set: SeriesArrays, test_set: SeriesA
             "actor_test_mse": actor_mse}
 
 
-def train_set_scaler(recipe, run_dir) -> tuple[np.ndarray, np.ndarray]:
+def train_set_scaler(recipe: Recipe, run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The per-channel mean and std the run scaled its observations with."""
     stats = read_export(run_dir)[0]["meta"]["scaler"]
     if stats["mode"] != "per_dataset":

@@ -20,6 +20,9 @@ series, per patch of the horizon (`horizon_steps`: the patch's last step ahead).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from sklearn.linear_model import RidgeCV
@@ -27,6 +30,10 @@ from sklearn.linear_model import RidgeCV
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.hub import load_objective
 from polyjepa.modalities.timeseries.preprocess import SeriesArrays
+
+if TYPE_CHECKING:
+    from polyjepa.build import Recipe
+    from polyjepa.objectives import LatentRollout
 
 ALPHAS = np.logspace(-3, 3, 13)
 
@@ -74,7 +81,7 @@ class _Split:
 
 
 @torch.no_grad()
-def _latents(objective, split: _Split, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def _latents(objective: LatentRollout, split: _Split, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """The last context step's embedding `[B, D]` and its rollout `[B, H, D]`."""
     x = split.inputs()
     z, _ = objective.step_latents(objective.online, x)  # [B, N, D]
@@ -90,7 +97,7 @@ def _latents(objective, split: _Split, horizon: int) -> tuple[np.ndarray, np.nda
 
 
 @torch.no_grad()
-def _decoder(objective, train_set: SeriesArrays, train: _Split, rolled: np.ndarray) -> RidgeCV:
+def _decoder(objective: LatentRollout, train_set: SeriesArrays, train: _Split, rolled: np.ndarray) -> RidgeCV:
     """Ridge from step embeddings (the target encoder's, layer-normalised, and the training
     rollouts `[B, H, D]`) to their patches' values `[C * P]`."""
     tokenizer = objective.online.tokenizer
@@ -116,7 +123,8 @@ def _errors(pred: np.ndarray, truth: np.ndarray, patch: int, horizon: int) -> tu
             [float(np.abs(diff[:, :, h]).mean()) for h in range(horizon)])
 
 
-def forecast_protocol(run_dir, recipe, train_set: SeriesArrays, test_set: SeriesArrays, device) -> dict:
+def forecast_protocol(run_dir: str | Path, recipe: Recipe, train_set: SeriesArrays, test_set: SeriesArrays,
+                      device: torch.device) -> dict:
     """The forecasting table of a `latent_rollout` run (see the module docstring); on the CPU
     whatever `device` is."""
     if recipe.cfg.data.standardize == "per_series":

@@ -6,10 +6,11 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from polyjepa.files import list_files, split_files, training_classes
+from polyjepa.files import LabelledFile, list_files, split_files, training_classes
 from polyjepa.modalities.video.encoders import FrameCNN, FrameDecoder
 from polyjepa.modalities.video.mnist import MovingMNIST, MovingMNISTClips, MovingMNISTConfig
 from polyjepa.modalities.video.readers import (
@@ -30,7 +31,7 @@ class VideoArrays(Dataset):
     """Clips held in memory, `[N, T, H, W]` uint8, as `(clip [T, 1, H, W] float32, label)`, with
     their shapes' velocities `[N, 2]` as probe targets."""
 
-    def __init__(self, clips, labels, velocities) -> None:
+    def __init__(self, clips: np.ndarray, labels: np.ndarray, velocities: np.ndarray) -> None:
         self.clips, self.labels = torch.from_numpy(clips), torch.as_tensor(labels, dtype=torch.long)
         self.velocities = velocities
 
@@ -40,11 +41,11 @@ class VideoArrays(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.clips[i].unsqueeze(1).float().div(255.0), self.labels[i]
 
 
-def _meta(dataset, class_names: list[str]) -> dict:
+def _meta(dataset: Dataset, class_names: list[str]) -> dict:
     clip = dataset[0][0]
     t, c, h, w = clip.shape
     return {"class_names": list(class_names), "num_classes": len(class_names), "num_frames": t,
@@ -52,7 +53,8 @@ def _meta(dataset, class_names: list[str]) -> dict:
             "channels": c, "frame_size": [h, w]}
 
 
-def _moving_mnist(cfg: VideoDataConfig, mm: MovingMNISTConfig, root: Path | None):
+def _moving_mnist(cfg: VideoDataConfig, mm: MovingMNISTConfig,
+                  root: Path | None) -> tuple[MovingMNISTClips, MovingMNISTClips, dict]:
     folder = resolve_path(cfg.path, root, "data.path")
     full = MovingMNIST.from_folder(folder)
     cut = int(round(len(full.images) * (1 - cfg.test_fraction)))
@@ -66,12 +68,14 @@ def _moving_mnist(cfg: VideoDataConfig, mm: MovingMNISTConfig, root: Path | None
     return train, test, _meta(train, [str(d) for d in range(10)])
 
 
-def _videos(spec: str, cfg: VideoDataConfig, root: Path | None, field_name: str):
+def _videos(spec: str, cfg: VideoDataConfig, root: Path | None,
+            field_name: str) -> tuple[list[LabelledFile], list[str | None]]:
     """`(files, manifest splits)` of a folder or manifest of videos and frame folders."""
     return list_files(spec, cfg, root, field_name, "videos", is_frame_folder)
 
 
-def load_data(cfg: VideoDataConfig, root: Path | None):
+def load_data(cfg: VideoDataConfig, root: Path | None,
+              ) -> tuple[VideoClips | MovingMNISTClips, VideoClips | MovingMNISTClips, dict]:
     """`(train, test, meta)`: videos found, probed and split, or Moving MNIST generated."""
     if cfg.moving_mnist is not None:
         return _moving_mnist(cfg, cfg.moving_mnist, root)
@@ -94,7 +98,7 @@ def load_file(cfg: VideoDataConfig, path: str, root: Path | None, meta: dict) ->
     return VideoClips(probe_sources(files, cfg, str(path)), names, cfg)
 
 
-def synthetic(n: int = 300, seed: int = 0):
+def synthetic(n: int = 300, seed: int = 0) -> tuple[VideoArrays, VideoArrays, dict]:
     """Built-in moving shapes (see `synthetic.py`), 16 frames of 32 x 32, split 80/20."""
     clips, labels, velocities = synthetic_videos(n, seed=seed)
     cut = int(0.8 * n)
@@ -104,7 +108,7 @@ def synthetic(n: int = 300, seed: int = 0):
 
 
 @torch.no_grad()
-def raw_features(dataset) -> torch.Tensor:
+def raw_features(dataset: Dataset) -> torch.Tensor:
     """The raw-pixel baseline: every frame average-pooled to 8 x 8, flattened `[N, T * C * 64]`."""
     rows = [torch.nn.functional.adaptive_avg_pool2d(dataset[i][0], RAW_SIDE).flatten()
             for i in range(len(dataset))]

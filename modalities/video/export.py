@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -30,7 +31,7 @@ from polyjepa.modalities.video.mnist import MovingMNIST
 CODECS = ("libx264", "mpeg4")  # the first the installed FFmpeg can encode
 
 
-def _av():
+def _av() -> ModuleType:
     return require("av", "video", "writing video files")
 
 

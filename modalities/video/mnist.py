@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -102,7 +103,7 @@ class MovingMNIST:
         self.speed, self.seed = (low, high), seed
 
     @classmethod
-    def from_folder(cls, folder: str | Path, **kwargs) -> MovingMNIST:
+    def from_folder(cls, folder: str | Path, **kwargs: Any) -> MovingMNIST:
         """Digits from an MNIST folder holding `*-images-idx3-ubyte[.gz]` and the labels file."""
         folder = Path(folder)
         images = sorted(folder.glob("*images-idx3-ubyte*"))
