@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -141,6 +141,15 @@ class Regularizer(Protocol):
     def __call__(self, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
+@runtime_checkable
+class StepAware(Protocol):
+    """A part whose randomness follows the training step (SIGReg's random directions): before
+    each step's forward the trainer calls `set_step(step)` on every such module of the
+    objective, so every rank, every view of a step and a resumed run draw the same."""
+
+    def set_step(self, step: int) -> None: ...
+
+
 class Objective(nn.Module):
     """Base of every objective (`objective`): `forward(batch) -> (loss, logs)`.
 
@@ -155,7 +164,7 @@ class Objective(nn.Module):
             (None: not monitored).
     """
 
-    num_views: ClassVar[int] = 2
+    num_views: int = 2
     online: Backbone
     monitor_embeddings: Tensor | None = None
 

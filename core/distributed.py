@@ -83,6 +83,16 @@ def all_gather_with_grad(z: Tensor) -> Tensor:
     return _AllGather.apply(z)
 
 
+def all_reduce_mean_with_grad(x: Tensor) -> Tensor:
+    """The mean of `x` over ranks (every rank's `x` has the same shape), on every rank, with the
+    gradient of that mean flowing back to each rank's `x`: a statistic of the global batch from
+    per-rank averages (SIGReg's characteristic function) is then exactly the single-process one
+    (DDP's gradient averaging included). Identity when not distributed."""
+    if not _active() or dist.get_world_size() == 1:
+        return x
+    return _AllReduceMean.apply(x)
+
+
 _stats_group = None
 
 
@@ -110,6 +120,28 @@ class _AllGather(torch.autograd.Function):
         grad = grad.clone(memory_format=torch.contiguous_format)  # never reduce autograd's buffer
         dist.all_reduce(grad, group=_statistics_group())
         return grad.chunk(dist.get_world_size(), dim=0)[dist.get_rank()]
+
+
+class _AllReduceMean(torch.autograd.Function):
+    """Mean over ranks; its backward is the same mean of the incoming gradients (every rank's
+    loss reads the mean, and DDP then averages the parameter gradients over ranks)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        x = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(x, group=_statistics_group())
+        return x / dist.get_world_size()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, group=_statistics_group())
+        return grad / dist.get_world_size()
+
+
+def global_batch_size(local: int) -> int:
+    """Samples in the global batch when every rank holds `local` of them."""
+    return local * (dist.get_world_size() if _active() else 1)
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

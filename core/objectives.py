@@ -22,7 +22,8 @@ from polyjepa.encoders import Backbone, gather_tokens
 from polyjepa.errors import ConfigError
 from polyjepa.pooling import pool, pooled_dim
 from polyjepa.registry import register
-from polyjepa.types import Batch, Tokens
+from polyjepa.regularizers import SIGReg
+from polyjepa.types import Batch, RawInput, Tokens
 
 if TYPE_CHECKING:
     from polyjepa.build import Parts
@@ -152,6 +153,15 @@ class JEPA(Objective):
         return self.target
 
 
+def _pooled_width(parts: Parts) -> int:
+    """Width of the backbone's embedding pooled as `objective.pooling` (default mean) says."""
+    pooling = parts.recipe.cfg.objective.get("pooling", "mean")
+    try:
+        return pooled_dim(parts.backbone, pooling, {**parts.meta, **parts.backbone.layout})
+    except ValueError as exc:
+        raise ConfigError(f"{parts.recipe.source}: objective.pooling: {exc}") from None
+
+
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """BYOL's normalised MSE `2 - 2 cos(p, z)`, averaged over the batch; `p, z [B, D]`."""
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
@@ -197,12 +207,7 @@ class BYOL(Objective):
     @classmethod
     def parts(cls, parts: Parts) -> dict[str, Any]:
         """The projector, sized by the pooled embedding, and the predictor, by the projection."""
-        pooling = parts.recipe.cfg.objective.get("pooling", "mean")
-        try:
-            in_dim = pooled_dim(parts.backbone, pooling, {**parts.meta, **parts.backbone.layout})
-        except ValueError as exc:
-            raise ConfigError(f"{parts.recipe.source}: objective.pooling: {exc}") from None
-        projector = parts.build("projector", required=True, in_dim=in_dim)
+        projector = parts.build("projector", required=True, in_dim=_pooled_width(parts))
         return {"projector": projector,
                 "predictor": parts.build("predictor", required=True, in_dim=projector.out_dim)}
 
@@ -333,6 +338,104 @@ class PredictiveVCR(Objective):
             loss = loss + torch.stack([p[0] for p in parts]).mean()
             for key in parts[0][1]:
                 logs[key] = torch.stack([p[1][key] for p in parts]).mean()
+        return loss, logs
+
+
+def concat_inputs(inputs: list[RawInput]) -> RawInput:
+    """Raw inputs of equal shape stacked along the batch: `V x [B, ...] -> [V * B, ...]`."""
+    if isinstance(inputs[0], dict):
+        return {k: torch.cat([x[k] for x in inputs]) for k in inputs[0]}  # type: ignore[index]
+    return torch.cat(inputs)  # type: ignore[arg-type]
+
+
+@register("lejepa", kind="objective")
+class LeJEPA(Objective):
+    """LeJEPA (Balestriero & LeCun 2025): V views of every sample through one encoder and one
+    projector; each view's projection is pulled towards the mean projection of the sample's
+    global views, and SIGReg keeps the projections an isotropic Gaussian:
+
+        loss = (1 - λ) mean_{v,b,k} (c_{b,k} - p_{v,b,k})² + λ mean_v SIGReg(p_v),
+        c = mean of p over the first `global_views` views.
+
+    No target network, no stop-gradient, no predictor; `lamb` is the one trade-off. The views
+    are the collate's (`views` augmented copies of each sample, made by the collate-side
+    augmentations) or, with device-side augmentations (BYOL-A's chain), those applied to the
+    frontend features of all V copies at once (`[V B, ...]`, one call per batch). The views
+    beyond `global_views` predict the centre without forming it (the paper's local views, here
+    of the same size as the global ones).
+
+    Args:
+        backbone: online tokenizer + encoder (exported as is).
+        projector: `[B, D_pool] -> [B, K]` (`model.projector`).
+        views: V >= 2 views per sample.
+        global_views: the views whose mean is the target (default: all).
+        lamb: λ, SIGReg's share of the loss (paper: 0.05).
+        num_slices, t_max, knots: SIGReg's directions and integration grid.
+        pooling: how token latents become one vector (see `polyjepa.pooling`).
+        regularizers: applied to each view's pooled embedding, added to the loss.
+        augmentations: device-side augmentations, applied in order to `[V B, ...]` features.
+    """
+
+    def __init__(self, backbone: Backbone, projector: nn.Module, views: int = 2,
+                 global_views: int | None = None, lamb: float = 0.05, num_slices: int = 1024,
+                 t_max: float = 3.0, knots: int = 17, pooling: str = "mean",
+                 regularizers: list[nn.Module] | None = None,
+                 augmentations: list[nn.Module] | None = None) -> None:
+        super().__init__()
+        if views < 2:
+            raise ValueError(f"objective.views must be >= 2 (each view is predicted from the "
+                             f"views' mean), got {views}")
+        global_views = views if global_views is None else global_views
+        if not 1 <= global_views <= views:
+            raise ValueError(f"objective.global_views must lie in [1, views={views}], got "
+                             f"{global_views}")
+        if not 0 <= lamb <= 1:
+            raise ValueError(f"objective.lamb must lie in [0, 1], got {lamb}")
+        self.num_views, self.global_views, self.lamb = views, global_views, lamb
+        self.pooling = pooling
+        self.online, self.projector = backbone, projector
+        self.sigreg = SIGReg(num_slices=num_slices, t_max=t_max, knots=knots)
+        self.regularizers = nn.ModuleList(regularizers or [])
+        self.augmentations = nn.ModuleList(augmentations or [])
+        if len(self.augmentations):
+            self.num_views = 0  # the collate passes the input; the views are made here
+        self.views = views
+        self.monitor_embeddings: Tensor | None = None
+
+    @classmethod
+    def parts(cls, parts: Parts) -> dict[str, Any]:
+        """The projector, sized by the pooled embedding."""
+        return {"projector": parts.build("projector", required=True, in_dim=_pooled_width(parts))}
+
+    def view_features(self, batch: Batch) -> Any:
+        """The frontend features of all V views stacked, `[V B, ...]`."""
+        if len(self.augmentations):
+            features = self.online.features(batch.x)
+            views = concat_inputs([features] * self.views)
+            generator = torch.Generator().manual_seed(batch.seed)
+            with torch.no_grad():
+                for augment in self.augmentations:
+                    views = augment(views, generator)
+            return views
+        if len(batch.views) != self.views:
+            raise ValueError(f"lejepa needs {self.views} augmented views per sample, the batch has "
+                             f"{len(batch.views)}: give the recipe augmentations")
+        return self.online.features(concat_inputs(batch.views))
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        h = pool(self.online.encode(self.view_features(batch)), self.pooling,
+                 self.online.num_prefix_tokens)  # [V B, D]
+        p = self.projector(h).float()  # [V B, K]
+        v = self.views
+        p = p.view(v, -1, p.shape[-1])  # [V, B, K]
+        self.monitor_embeddings = h[: p.shape[1]].detach().float()
+        centre = p[: self.global_views].mean(0)  # [B, K]
+        pred = (centre - p).square().mean()
+        sigreg = torch.stack([self.sigreg.statistic(p[i]) for i in range(v)]).mean()
+        loss = (1 - self.lamb) * pred + self.lamb * sigreg
+        logs = {"loss_pred": pred.detach(), "sigreg": sigreg.detach()}
+        for y in h.float().chunk(v):
+            loss = _regularize(self.regularizers, y, loss, logs)
         return loss, logs
 
 

@@ -1,10 +1,12 @@
-"""Predictors: JEPA's narrow transformer over context latents + mask tokens; BYOL's MLP head."""
+"""Predictors: JEPA's narrow transformer over context latents + mask tokens; BYOL's MLP head and
+DirectPred's linear map set from its inputs' correlation; VJ-VCR's and TS-JEPA's MLPs."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from polyjepa.distributed import all_reduce_mean_with_grad
 from polyjepa.encoders import init_weights, transformer_blocks
 from polyjepa.registry import register
 
@@ -88,6 +90,65 @@ class MLPHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+@register("directpred", kind="predictor")
+class DirectPred(nn.Module):
+    """A linear predictor that is set, not trained (DirectPred, Tian, Chen & Ganguli 2021).
+
+    It keeps a running estimate of the (uncentred) correlation of its inputs,
+    `F <- rho F + (1 - rho) F_step` (the first step sets `F = F_step`), `F_step` the mean of
+    `f f^T` over the step's inputs (every view, every rank), and after every `freq` steps sets
+    its matrix to `W = Q diag(sqrt(s / s_max) + eps) Q^T` from the eigendecomposition
+    `F = Q diag(s) Q^T`: W shares F's eigenvectors, and its eigenvalues grow with the square
+    root of F's. As in the authors' code, W is set between optimizer steps (`set_step`, called
+    by the trainer before each step: `polyjepa.contracts.StepAware`), so the views of one step
+    share it. No bias, no gradient. `[B, in_dim] -> [B, in_dim]`.
+
+    Args:
+        in_dim: width of its input (BYOL: the projection's).
+        rho: the running estimate's decay (the authors' DirectPred runs: 0.3).
+        eps: added to the normalised eigenvalues' square roots (0.01).
+        freq: steps between two settings of W (1: every step).
+    """
+
+    def __init__(self, in_dim: int, rho: float = 0.3, eps: float = 0.01, freq: int = 1) -> None:
+        super().__init__()
+        if not 0 <= rho < 1 or eps < 0 or freq < 1:
+            raise ValueError(f"directpred: need 0 <= rho < 1, eps >= 0 and freq >= 1, got rho={rho}, "
+                             f"eps={eps}, freq={freq}")
+        self.out_dim = in_dim
+        self.rho, self.eps, self.freq = rho, eps, freq
+        self.register_buffer("corr", torch.zeros(in_dim, in_dim))
+        self.register_buffer("weight", torch.eye(in_dim))
+        self.register_buffer("folded", torch.zeros((), dtype=torch.long))  # steps folded into F
+        self.register_buffer("pending", torch.zeros(in_dim, in_dim))  # this step's sum of F_b
+        self.register_buffer("pending_calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, f: Tensor) -> Tensor:
+        if self.training:
+            with torch.no_grad():
+                g = f.detach().float()
+                self.pending += all_reduce_mean_with_grad(g.T @ g / len(g))
+                self.pending_calls += 1
+        return f @ self.weight.to(f.dtype)
+
+    @torch.no_grad()
+    def set_step(self, step: int) -> None:
+        """Fold the inputs seen since the last call into F, and set W when due."""
+        calls = int(self.pending_calls)
+        if calls == 0:
+            return
+        batch = self.pending / calls
+        first = int(self.folded) == 0
+        self.corr.copy_(batch if first else self.rho * self.corr + (1 - self.rho) * batch)
+        self.pending.zero_()
+        self.pending_calls.zero_()
+        self.folded += 1
+        if first or int(self.folded) % self.freq == 0:
+            s, q = torch.linalg.eigh(self.corr.double())
+            p = (s.clamp_min(0) / s.max().clamp_min(1e-12)).sqrt() + self.eps
+            self.weight.copy_((q * p) @ q.T)
 
 
 @register("sequence_mlp", kind="predictor")

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from polyjepa import config as C
 from polyjepa.build import Recipe, assemble, load_recipe, recipe_from_dict
 from polyjepa.checkpoint import load_file, load_state, save_atomic
+from polyjepa.contracts import StepAware
 from polyjepa.data import (
     DataSplit,
     SeededBatchSampler,
@@ -199,6 +200,7 @@ class Trainer:
             self.model = wrap_ddp(self.objective, self.device)
             seed_everything(cfg.train.seed + self.dist.rank)  # distinct dropout streams per rank
         self.collate = run.collate
+        self.step_aware = [m for m in self.objective.modules() if isinstance(m, StepAware)]
         # the batch fits the data: a small dataset trains on batches of all of it
         self.batch_size = fitting_batch_size(cfg.train.batch_size, len(train_set),
                                              "train.batch_size", self.dist.world_size)
@@ -307,6 +309,8 @@ class Trainer:
     def _train_step(self, batches: Iterator[Batch]) -> dict[str, float]:
         cfg = self.cfg
         sched = self._set_schedules()
+        for module in self.step_aware:  # the step's random draws (SIGReg's directions)
+            module.set_step(self.step)
         logs_sum: dict[str, torch.Tensor] = {}
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(cfg.train.accumulate):

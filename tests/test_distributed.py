@@ -21,8 +21,8 @@ from polyjepa.encoders import Backbone, TransformerEncoder
 from polyjepa.maskers import RandomSubsetMasker
 from polyjepa.modalities.tabular import synthetic
 from polyjepa.modalities.tabular.tokenizer import FeatureTokenizer
-from polyjepa.objectives import BYOL, JEPA
-from polyjepa.predictors import JEPAPredictor, MLPHead
+from polyjepa.objectives import BYOL, JEPA, LeJEPA
+from polyjepa.predictors import DirectPred, JEPAPredictor, MLPHead
 from polyjepa.regularizers import VarianceCovariance
 from polyjepa.types import Batch
 
@@ -44,6 +44,10 @@ def build(kind: str) -> torch.nn.Module:
     if kind == "jepa":
         return JEPA(backbone, JEPAPredictor(16, dim=16, depth=1, num_heads=2, num_prefix_tokens=1),
                     loss="smooth_l1", regularizers=[VarianceCovariance()])
+    if kind == "lejepa":  # SIGReg's characteristic function over the global batch
+        return LeJEPA(backbone, MLPHead(16, 32, 8), views=2, num_slices=32)
+    if kind == "byol_directpred":  # DirectPred's correlation over the global batch
+        return BYOL(backbone, MLPHead(16, 32, 8), DirectPred(8), pooling="mean")
     return BYOL(backbone, MLPHead(16, 32, 8), MLPHead(8, 32, 8), pooling="mean")
 
 
@@ -87,7 +91,7 @@ def worker(rank: int, world: int, port: int, kind: str, out: str) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("kind", ["jepa", "byol"])
+@pytest.mark.parametrize("kind", ["jepa", "byol", "lejepa", "byol_directpred"])
 def test_ddp_step_equals_single_process_step_on_twice_the_batch(kind, tmp_path):
     out = str(tmp_path / "state")
     mp.start_processes(worker, args=(2, free_port(), kind, out), nprocs=2, start_method="spawn")
@@ -101,7 +105,8 @@ def test_ddp_step_equals_single_process_step_on_twice_the_batch(kind, tmp_path):
             assert torch.allclose(state[name], value, atol=1e-4, rtol=1e-3), name  # ... as 2B
     changed = [n for n, v in single.state_dict().items() if v.is_floating_point()
                and not torch.equal(v, build(kind).state_dict()[n])]
-    assert any(n.startswith("target.") for n in changed)  # the step really moved the target
+    moved = "online." if kind == "lejepa" else "target."  # LeJEPA has no target network
+    assert any(n.startswith(moved) for n in changed)  # the step really moved it
 
 
 def torchrun(nproc: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from sklearn.model_selection import train_test_split
 
+from polyjepa.modalities.tabular.augment import FeatureCorruption
 from polyjepa.modalities.tabular.readers import (
     TabularDataConfig,
     TabularDataset,
@@ -66,5 +67,5 @@ plugin = ModalityPlugin(
     synthetic=synthetic,
     raw_features=raw_features,
     load_file=load_file,
-    components={"feature": FeatureTokenizer},
+    components={"feature": FeatureTokenizer, "corrupt": FeatureCorruption},
 )
