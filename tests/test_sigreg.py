@@ -190,3 +190,23 @@ def test_jepa_accepts_sigreg_beside_its_ema_teacher(tmp_path):
     run = pretrain(write_recipe(raw, tmp_path), [], tmp_path / "run")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("sigreg" in r for r in rows)
+
+
+def test_series_views_crop_scale_and_jitter_only_the_real_steps():
+    from polyjepa.modalities.timeseries.augment import SeriesViews
+
+    t = torch.linspace(0, 1, 20)
+    values = torch.stack([torch.stack([t, -t]), torch.stack([t, -t])])  # [2, 2, 20]
+    values[1, :, 12:] = 0  # the second series has 12 real steps, then padding
+    x = {"values": values, "length": torch.tensor([20, 12])}
+    g = torch.Generator().manual_seed(0)
+    plain = SeriesViews(crop=(0.5, 0.5), scale=0.0, jitter=0.0)(x, g)["values"]
+    assert torch.equal(plain[1, :, 12:], torch.zeros(2, 8))  # padding untouched
+    first = plain[0, 0]
+    assert torch.all(first[1:] >= first[:-1])  # a stretched window of a rising ramp still rises
+    assert float(first[-1] - first[0]) == pytest.approx(9 / 19, abs=1e-5)  # 10 of its 20 steps
+    noisy = SeriesViews(crop=(1.0, 1.0), scale=0.1, jitter=0.05)(x, g)["values"]
+    assert not torch.equal(noisy[:, :, :12], values[:, :, :12])
+    assert torch.equal(noisy[1, :, 12:], torch.zeros(2, 8))
+    with pytest.raises(ValueError, match="timeseries.views"):
+        SeriesViews(crop=(0.0, 1.0))

@@ -13,6 +13,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from polyjepa.errors import DataError
+from polyjepa.modalities.timeseries.augment import SeriesViews
 from polyjepa.modalities.timeseries.cartpole import CARTPOLE, STATE_NAMES, CartPoleConfig, generate
 from polyjepa.modalities.timeseries.config import TimeSeriesDataConfig
 from polyjepa.modalities.timeseries.control import control_protocol
@@ -166,6 +167,6 @@ plugin = ModalityPlugin(
     synthetic=synthetic,
     raw_features=raw_features,
     load_file=load_file,
-    components={"patches": PatchTokenizer, "masks": PatchMasker},
+    components={"patches": PatchTokenizer, "masks": PatchMasker, "views": SeriesViews},
     protocols={"forecast": forecast_protocol, "control": control_protocol},
 )
