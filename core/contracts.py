@@ -17,6 +17,7 @@ the end of this module.
 
 from __future__ import annotations
 
+import abc
 import copy
 from collections.abc import Callable
 from pathlib import Path
@@ -150,7 +151,7 @@ class StepAware(Protocol):
     def set_step(self, step: int) -> None: ...
 
 
-class Objective(nn.Module):
+class Objective(nn.Module, abc.ABC):
     """Base of every objective (`objective`): `forward(batch) -> (loss, logs)`.
 
     `logs` holds detached scalar tensors. Subclasses set `online` (the backbone being trained)
@@ -178,8 +179,9 @@ class Objective(nn.Module):
         return {name: module for name in ("predictor", "projector", "decoder")
                 if (module := parts.build(name)) is not None}
 
+    @abc.abstractmethod
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        raise NotImplementedError(f"{type(self).__name__} must define forward(batch)")
+        """`(loss, logs)` of one batch; a subclass without it cannot be built."""
 
     def update_target(self, momentum: float) -> None:
         """After each optimizer step: move target networks toward the online ones (none here)."""

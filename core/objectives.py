@@ -162,6 +162,26 @@ def _pooled_width(parts: Parts) -> int:
         raise ConfigError(f"{parts.recipe.source}: objective.pooling: {exc}") from None
 
 
+def concat_inputs(inputs: list[RawInput]) -> RawInput:
+    """Raw inputs of equal shape stacked along the batch: `V x [B, ...] -> [V * B, ...]`."""
+    if isinstance(inputs[0], dict):
+        return {k: torch.cat([x[k] for x in inputs]) for k in inputs[0]}  # type: ignore[index]
+    return torch.cat(inputs)  # type: ignore[arg-type]
+
+
+def device_views(backbone: Backbone, augmentations: nn.ModuleList, batch: Batch, count: int
+                 ) -> Any:
+    """`count` views of every sample as frontend features, stacked `[count B, ...]`: the device-side
+    `augmentations` applied in order to `count` copies of the batch's features at once (one call
+    each, so batch statistics span every view), parameters drawn from the batch seed."""
+    views = concat_inputs([backbone.features(batch.x)] * count)
+    generator = torch.Generator().manual_seed(batch.seed)
+    with torch.no_grad():
+        for augment in augmentations:
+            views = augment(views, generator)
+    return views
+
+
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """BYOL's normalised MSE `2 - 2 cos(p, z)`, averaged over the batch; `p, z [B, D]`."""
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1)).mean()
@@ -218,13 +238,7 @@ class BYOL(Objective):
         """Two views as frontend features: the device-side augmentations applied to `[2B, ...]`
         with parameters from the batch seed, or the collate's views through the frontend."""
         if len(self.augmentations):
-            features = self.online.features(batch.x)
-            views = torch.cat([features, features])
-            generator = torch.Generator().manual_seed(batch.seed)
-            with torch.no_grad():
-                for augment in self.augmentations:
-                    views = augment(views, generator)
-            return views.chunk(2)
+            return device_views(self.online, self.augmentations, batch, 2).chunk(2)
         if len(batch.views) != 2:
             raise ValueError("the BYOL objective needs two augmented views per sample: give the "
                              "recipe augmentations")
@@ -341,13 +355,6 @@ class PredictiveVCR(Objective):
         return loss, logs
 
 
-def concat_inputs(inputs: list[RawInput]) -> RawInput:
-    """Raw inputs of equal shape stacked along the batch: `V x [B, ...] -> [V * B, ...]`."""
-    if isinstance(inputs[0], dict):
-        return {k: torch.cat([x[k] for x in inputs]) for k in inputs[0]}  # type: ignore[index]
-    return torch.cat(inputs)  # type: ignore[arg-type]
-
-
 @register("lejepa", kind="objective")
 class LeJEPA(Objective):
     """LeJEPA (Balestriero & LeCun 2025): V views of every sample through one encoder and one
@@ -391,15 +398,14 @@ class LeJEPA(Objective):
                              f"{global_views}")
         if not 0 <= lamb <= 1:
             raise ValueError(f"objective.lamb must lie in [0, 1], got {lamb}")
-        self.num_views, self.global_views, self.lamb = views, global_views, lamb
+        self.views, self.global_views, self.lamb = views, global_views, lamb
         self.pooling = pooling
         self.online, self.projector = backbone, projector
         self.sigreg = SIGReg(num_slices=num_slices, t_max=t_max, knots=knots)
         self.regularizers = nn.ModuleList(regularizers or [])
         self.augmentations = nn.ModuleList(augmentations or [])
-        if len(self.augmentations):
-            self.num_views = 0  # the collate passes the input; the views are made here
-        self.views = views
+        # the collate makes the views, or passes the input and the device-side chain makes them
+        self.num_views = 0 if len(self.augmentations) else views
         self.monitor_embeddings: Tensor | None = None
 
     @classmethod
@@ -410,13 +416,7 @@ class LeJEPA(Objective):
     def view_features(self, batch: Batch) -> Any:
         """The frontend features of all V views stacked, `[V B, ...]`."""
         if len(self.augmentations):
-            features = self.online.features(batch.x)
-            views = concat_inputs([features] * self.views)
-            generator = torch.Generator().manual_seed(batch.seed)
-            with torch.no_grad():
-                for augment in self.augmentations:
-                    views = augment(views, generator)
-            return views
+            return device_views(self.online, self.augmentations, batch, self.views)
         if len(batch.views) != self.views:
             raise ValueError(f"lejepa needs {self.views} augmented views per sample, the batch has "
                              f"{len(batch.views)}: give the recipe augmentations")

@@ -119,18 +119,19 @@ class SIGReg(nn.Module):
         self.register_buffer("quadrature", w.float(), persistent=False)
         self.weight, self.num_slices, self.seed = weight, num_slices, seed
         self.step = 0
-        self._directions: tuple[int, int, Tensor] | None = None  # (step, D, [D, M]) cache
+        self._directions: tuple[int, int, torch.device, Tensor] | None = None  # [D, M] of a step
 
     def set_step(self, step: int) -> None:
         self.step = step
 
     def directions(self, dim: int, device: torch.device) -> Tensor:
-        """The step's unit directions `[D, M]` (drawn once per step on the CPU)."""
-        if self._directions is None or self._directions[:2] != (self.step, dim):
+        """The step's unit directions `[D, M]`: drawn on the CPU (the same numbers on every
+        device) and moved to `device` once per step, however many views read them."""
+        if self._directions is None or self._directions[:3] != (self.step, dim, device):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step)
             a = torch.randn(dim, self.num_slices, generator=g)
-            self._directions = (self.step, dim, a / a.norm(dim=0, keepdim=True))
-        return self._directions[2].to(device)
+            self._directions = (self.step, dim, device, (a / a.norm(dim=0, keepdim=True)).to(device))
+        return self._directions[3]
 
     def statistic(self, z: Tensor) -> Tensor:
         """The mean Epps–Pulley statistic of `z [B, D]` over the step's directions (fp32)."""

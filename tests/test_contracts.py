@@ -126,3 +126,12 @@ def test_assemble_builds_the_masker_once_for_the_collate_and_the_objective(monke
     run = B.assemble(build(tiny_recipe()))
     assert len(built) == 1 and run.collate.masker is built[0]
     assert run.splits.train is not None and len(run.splits.test) == 400
+
+
+def test_an_objective_without_forward_cannot_be_built():
+    class Forgetful(Objective):
+        def __init__(self) -> None:
+            super().__init__()
+
+    with pytest.raises(TypeError, match="abstract method 'forward'|abstract method forward"):
+        Forgetful()
