@@ -226,11 +226,13 @@ class Parts:
 
 
 def build_objective(recipe: Recipe, meta: dict, augmentations: Sequence[Any] = (),
-                    backbone: Backbone | None = None, masker: Any = None) -> Objective:
+                    backbone: Backbone | None = None, masker: Any = None,
+                    local_augmentations: Sequence[Any] = ()) -> Objective:
     """The recipe's objective with its backbone (built here unless given), the heads its
-    `parts` hook asks for, the regularizers and the device-side `augmentations` (which the
-    objective owns, so their state is checkpointed). `masker`: the run's, for objectives whose
-    heads are sized by it (built when such an objective asks, if not given)."""
+    `parts` hook asks for, the regularizers and the device-side `augmentations` and
+    `local_augmentations` (which the objective owns, so their state is checkpointed). `masker`:
+    the run's, for objectives whose heads are sized by it (built when such an objective asks, if
+    not given)."""
     cfg = recipe.cfg
     backbone = backbone if backbone is not None else build_backbone(recipe, meta)
     regularizers = [
@@ -245,6 +247,8 @@ def build_objective(recipe: Recipe, meta: dict, augmentations: Sequence[Any] = (
     context: dict[str, Any] = {**meta, "backbone": backbone, "regularizers": regularizers}
     if augmentations:
         context["augmentations"] = augmentations
+    if local_augmentations:
+        context["local_augmentations"] = local_augmentations
     if isinstance(factory, type) and issubclass(factory, Objective):
         context.update(factory.parts(Parts(recipe, meta, backbone, name, masker)))
     return call_factory(cfg.objective, "objective", "objective", recipe, context)
@@ -261,14 +265,14 @@ def build_masker(recipe: Recipe, meta: dict, layout: dict | None = None) -> Any:
     return call_factory(spec, "masker", "masker", recipe, context)
 
 
-def build_augmentations(recipe: Recipe, meta: dict) -> list[Any]:
-    """The recipe's augmentations, in order. Those with a true `on_device` attribute are
-    `nn.Module`s the objective runs on the training device, batched, on frontend features; the
-    others run in the collate on raw inputs."""
-    return [
-        call_factory(spec, "augmentation", f"augmentations[{i}]", recipe, meta)
-        for i, spec in enumerate(recipe.cfg.augmentations)
-    ]
+def build_augmentations(recipe: Recipe, meta: dict, local: bool = False) -> list[Any]:
+    """The recipe's `augmentations` (or, `local`, its `local_augmentations`), in order. Those
+    with a true `on_device` attribute are `nn.Module`s the objective runs on the training device,
+    batched, on frontend features; the others run in the collate on raw inputs."""
+    field = "local_augmentations" if local else "augmentations"
+    specs = recipe.cfg.local_augmentations if local else recipe.cfg.augmentations
+    return [call_factory(spec, "augmentation", f"{field}[{i}]", recipe, meta)
+            for i, spec in enumerate(specs)]
 
 
 def split_augmentations(augmentations: list[Any]) -> tuple[list[Any], list[Any]]:
@@ -279,6 +283,18 @@ def split_augmentations(augmentations: list[Any]) -> tuple[list[Any], list[Any]]
         raise ConfigError("augmentations: device-side augmentations (on features) must come "
                           "after every collate-side one (on raw inputs)")
     return augmentations[:first], augmentations[first:]
+
+
+def split_local_augmentations(local: list[Any], on_device: bool) -> tuple[list[Any], list[Any]]:
+    """`(collate-side, device-side)` local augmentations. Local views are made where the global
+    ones are: on the device from the features when `augmentations` has device-side members
+    (`on_device`), in the collate from the raw input otherwise."""
+    if any(bool(a.on_device) != on_device for a in local):
+        side = "device-side (on features)" if on_device else "collate-side (on raw inputs)"
+        raise ConfigError(f"local_augmentations: every local augmentation must be {side}, as the "
+                          "global views' chain ends: local views are made where the global ones "
+                          "are")
+    return ([], local) if on_device else (local, [])
 
 
 @dataclass
@@ -298,7 +314,19 @@ def assemble(recipe: Recipe) -> Run:
     """Recipe -> plugin's data -> backbone -> masker -> objective -> collate."""
     splits = load_splits(recipe)
     collate_side, device_side = split_augmentations(build_augmentations(recipe, splits.meta))
+    try:
+        collate_local, device_local = split_local_augmentations(
+            build_augmentations(recipe, splits.meta, local=True), bool(device_side))
+    except ConfigError as exc:
+        raise ConfigError(f"{recipe.source}: {exc}") from None
     backbone = build_backbone(recipe, splits.meta)
     masker = build_masker(recipe, splits.meta, backbone.layout)
-    objective = build_objective(recipe, splits.meta, device_side, backbone, masker)
-    return Run(recipe, splits, objective, Collate(masker, collate_side, objective.num_views))
+    objective = build_objective(recipe, splits.meta, device_side, backbone, masker, device_local)
+    if recipe.cfg.local_augmentations and objective.num_global_views is None:
+        raise ConfigError(
+            f"{recipe.source}: local_augmentations: objective '{recipe.cfg.objective['name']}' "
+            "makes no local views; give it fewer global views than views (lejepa: "
+            "objective.global_views < objective.views) or remove local_augmentations")
+    collate = Collate(masker, collate_side, objective.num_views, collate_local,
+                      objective.num_global_views)
+    return Run(recipe, splits, objective, collate)

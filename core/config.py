@@ -168,6 +168,9 @@ class RecipeConfig:
     data: Any = None  # the modality's data schema (validated by the plugin)
     masker: Spec | None = None  # JEPA: {"name": "modality.masker", **kwargs}
     augmentations: list[Spec] = field(default_factory=list)  # BYOL views
+    # LeJEPA's local views (objective.views - objective.global_views of them): their own chain,
+    # e.g. smaller crops; without it every view comes from `augmentations`
+    local_augmentations: list[Spec] = field(default_factory=list)
     regularizers: list[Spec] = field(default_factory=list)
     ema: EMAConfig = field(default_factory=EMAConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -161,11 +161,15 @@ class Objective(nn.Module, abc.ABC):
         num_views: augmented views the collate makes per sample (0: the collate-side
             augmentations transform the input itself, and the objective makes its own views or
             needs none).
+        num_global_views: of those views, how many the recipe's `augmentations` make; the rest
+            (local views, LeJEPA's) come from `local_augmentations`. None: all of them (an
+            objective without local views).
         monitor_embeddings: the last batch's pooled embeddings `[B, D]`, for collapse monitors
             (None: not monitored).
     """
 
     num_views: int = 2
+    num_global_views: int | None = None
     online: Backbone
     monitor_embeddings: Tensor | None = None
 

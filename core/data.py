@@ -146,13 +146,21 @@ class Collate:
         augmentations: applied in order to the batched input to make each view (BYOL), or to
             the input itself when `num_views` is 0 (JEPA: one augmented view, then masked).
         num_views: views to make when `augmentations` is given.
+        local_augmentations: the chain of the views after the first `num_global_views` (LeJEPA's
+            local views, e.g. smaller crops); the views keep that order in `Batch.views`.
+        num_global_views: views made by `augmentations` when `local_augmentations` is given.
     """
 
     def __init__(self, masker: Masker | None = None,
-                 augmentations: Sequence[Augmentation] = (), num_views: int = 2) -> None:
+                 augmentations: Sequence[Augmentation] = (), num_views: int = 2,
+                 local_augmentations: Sequence[Augmentation] = (),
+                 num_global_views: int | None = None) -> None:
         self.masker = None if masker is None else conform(masker, "masker", "masker")
         self.augmentations = [conform(a, "augmentation", "augmentations") for a in augmentations]
+        self.local_augmentations = [conform(a, "augmentation", "local_augmentations")
+                                    for a in local_augmentations]
         self.num_views = num_views
+        self.num_global_views = num_views if num_global_views is None else num_global_views
 
     def __call__(self, items: list[tuple[Any, int, int]]) -> Batch:
         samples = [sample for sample, _, _ in items if sample is not None]
@@ -174,9 +182,11 @@ class Collate:
             for augment in self.augmentations:
                 x = augment(x, g)
         elif self.augmentations:
-            for _ in range(self.num_views):
+            for i in range(self.num_views):
+                chain = (self.augmentations if i < self.num_global_views or not
+                         self.local_augmentations else self.local_augmentations)
                 view = x
-                for augment in self.augmentations:
+                for augment in chain:
                     view = augment(view, g)
                 views.append(view)
         return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long), masks=masks, views=views,

@@ -169,13 +169,22 @@ def concat_inputs(inputs: list[RawInput]) -> RawInput:
     return torch.cat(inputs)  # type: ignore[arg-type]
 
 
-def device_views(backbone: Backbone, augmentations: nn.ModuleList, batch: Batch, count: int
-                 ) -> Any:
+def _input_shape(x: RawInput) -> Any:
+    """A raw input's shape, or its fields' shapes for a dict input."""
+    if isinstance(x, dict):
+        return {k: tuple(t.shape) for k, t in x.items()}
+    return tuple(x.shape)
+
+
+def device_views(backbone: Backbone, augmentations: nn.ModuleList, batch: Batch, count: int,
+                 generator: torch.Generator | None = None) -> Any:
     """`count` views of every sample as frontend features, stacked `[count B, ...]`: the device-side
     `augmentations` applied in order to `count` copies of the batch's features at once (one call
-    each, so batch statistics span every view), parameters drawn from the batch seed."""
+    each, so batch statistics span every view), parameters drawn from `generator` (default: one
+    seeded with the batch seed)."""
     views = concat_inputs([backbone.features(batch.x)] * count)
-    generator = torch.Generator().manual_seed(batch.seed)
+    if generator is None:
+        generator = torch.Generator().manual_seed(batch.seed)
     with torch.no_grad():
         for augment in augmentations:
             views = augment(views, generator)
@@ -367,9 +376,11 @@ class LeJEPA(Objective):
     No target network, no stop-gradient, no predictor; `lamb` is the one trade-off. The views
     are the collate's (`views` augmented copies of each sample, made by the collate-side
     augmentations) or, with device-side augmentations (BYOL-A's chain), those applied to the
-    frontend features of all V copies at once (`[V B, ...]`, one call per batch). The views
-    beyond `global_views` predict the centre without forming it (the paper's local views, here
-    of the same size as the global ones).
+    frontend features of all copies at once (`[V B, ...]`, one call per batch). The views beyond
+    `global_views` predict the centre without forming it: the paper's local views, made by the
+    recipe's `local_augmentations` when it has them (e.g. smaller crops: global and local views
+    then go through the encoder as two batches, `[G B, ...]` and `[(V - G) B, ...]`), else by
+    the same chain as the global ones.
 
     Args:
         backbone: online tokenizer + encoder (exported as is).
@@ -380,14 +391,17 @@ class LeJEPA(Objective):
         num_slices, t_max, knots: SIGReg's directions and integration grid.
         pooling: how token latents become one vector (see `polyjepa.pooling`).
         regularizers: applied to each view's pooled embedding, added to the loss.
-        augmentations: device-side augmentations, applied in order to `[V B, ...]` features.
+        augmentations: device-side augmentations, applied in order to `[V B, ...]` features (or
+            `[G B, ...]`, the global views, when `local_augmentations` is given).
+        local_augmentations: device-side augmentations of the local views, `[(V - G) B, ...]`.
     """
 
     def __init__(self, backbone: Backbone, projector: nn.Module, views: int = 2,
                  global_views: int | None = None, lamb: float = 0.05, num_slices: int = 1024,
                  t_max: float = 3.0, knots: int = 17, pooling: str = "mean",
                  regularizers: list[nn.Module] | None = None,
-                 augmentations: list[nn.Module] | None = None) -> None:
+                 augmentations: list[nn.Module] | None = None,
+                 local_augmentations: list[nn.Module] | None = None) -> None:
         super().__init__()
         if views < 2:
             raise ValueError(f"objective.views must be >= 2 (each view is predicted from the "
@@ -404,8 +418,13 @@ class LeJEPA(Objective):
         self.sigreg = SIGReg(num_slices=num_slices, t_max=t_max, knots=knots)
         self.regularizers = nn.ModuleList(regularizers or [])
         self.augmentations = nn.ModuleList(augmentations or [])
+        self.local_augmentations = nn.ModuleList(local_augmentations or [])
+        if len(self.local_augmentations) and not len(self.augmentations):
+            raise ValueError("device-side local augmentations need device-side augmentations for "
+                             "the global views")
         # the collate makes the views, or passes the input and the device-side chain makes them
         self.num_views = 0 if len(self.augmentations) else views
+        self.num_global_views = global_views if global_views < views else None
         self.monitor_embeddings: Tensor | None = None
 
     @classmethod
@@ -413,18 +432,28 @@ class LeJEPA(Objective):
         """The projector, sized by the pooled embedding."""
         return {"projector": parts.build("projector", required=True, in_dim=_pooled_width(parts))}
 
-    def view_features(self, batch: Batch) -> Any:
-        """The frontend features of all V views stacked, `[V B, ...]`."""
+    def view_features(self, batch: Batch) -> list[Any]:
+        """The frontend features of the views in groups of one shape, in view order: `[V B, ...]`
+        when all views have one size, else `[G B, ...]` (global) and `[(V - G) B, ...]` (local)."""
+        g, v = self.global_views, self.views
         if len(self.augmentations):
-            return device_views(self.online, self.augmentations, batch, self.views)
-        if len(batch.views) != self.views:
-            raise ValueError(f"lejepa needs {self.views} augmented views per sample, the batch has "
+            if not len(self.local_augmentations):
+                return [device_views(self.online, self.augmentations, batch, v)]
+            generator = torch.Generator().manual_seed(batch.seed)  # one stream for both groups
+            return [device_views(self.online, self.augmentations, batch, g, generator),
+                    device_views(self.online, self.local_augmentations, batch, v - g, generator)]
+        if len(batch.views) != v:
+            raise ValueError(f"lejepa needs {v} augmented views per sample, the batch has "
                              f"{len(batch.views)}: give the recipe augmentations")
-        return self.online.features(concat_inputs(batch.views))
+        groups = [batch.views]
+        if g < v and _input_shape(batch.views[0]) != _input_shape(batch.views[g]):
+            groups = [batch.views[:g], batch.views[g:]]
+        return [self.online.features(concat_inputs(group)) for group in groups]
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        h = pool(self.online.encode(self.view_features(batch)), self.pooling,
-                 self.online.num_prefix_tokens)  # [V B, D]
+        h = torch.cat([pool(self.online.encode(features), self.pooling,
+                            self.online.num_prefix_tokens)
+                       for features in self.view_features(batch)])  # [V B, D]
         p = self.projector(h).float()  # [V B, K]
         v = self.views
         p = p.view(v, -1, p.shape[-1])  # [V, B, K]

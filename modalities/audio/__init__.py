@@ -14,6 +14,7 @@ from polyjepa.modalities.audio.augment import (
     MixupMemory,
     RandomLinearFader,
     RandomResizeCrop,
+    TimeCrop,
 )
 from polyjepa.modalities.audio.encoders import AudioNTT2020, AudioNTT2022, SpectrogramPatches
 from polyjepa.modalities.audio.frontend import LogMel
@@ -163,6 +164,7 @@ plugin = ModalityPlugin(
         "mixup": MixupMemory,
         "random_resize_crop": RandomResizeCrop,
         "linear_fader": RandomLinearFader,
+        "time_crop": TimeCrop,
         "post_normalize": BatchNormalize,
         "time_frequency": TimeFrequencyMasker,
         "curriculum": CurriculumMasker,

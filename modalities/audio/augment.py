@@ -199,6 +199,28 @@ class RandomResizeCrop(nn.Module):
         return out
 
 
+class TimeCrop(nn.Module):
+    """A shorter window of each example, `[B, C, F, T] -> [B, C, F, round(fraction T)]`, at a
+    uniform start per example (LeJEPA's local views: crops of a shorter duration; run it first in
+    `local_augmentations`, then the chain the global views have)."""
+
+    kind = "augmentation"
+    on_device = True
+
+    def __init__(self, fraction: float = 0.5) -> None:
+        super().__init__()
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+        self.fraction = fraction
+
+    def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        b, t = x.shape[0], x.shape[-1]
+        width = max(1, round(self.fraction * t))
+        start = torch.randint(t - width + 1, (b,), generator=generator).to(x.device)
+        index = start[:, None] + torch.arange(width, device=x.device)  # [B, W]
+        return x.gather(-1, index[:, None, None, :].expand(*x.shape[:-1], width))
+
+
 class RandomLinearFader(nn.Module):
     """BYOL-A v2: add a linear ramp over time, from `head` to `tail`, each ~ U(-gain, gain)."""
 

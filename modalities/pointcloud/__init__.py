@@ -24,6 +24,7 @@ from polyjepa.modalities.pointcloud.transforms import (
     Normalize,
     RandomRotate,
     RandomScale,
+    LocalCrop,
     RandomTranslate,
 )
 from polyjepa.paths import resolve_path
@@ -128,6 +129,7 @@ plugin = ModalityPlugin(
         "pointnet": PointPatchEmbed,
         "scale": RandomScale,
         "translate": RandomTranslate,
+        "crop": LocalCrop,
         "rotate": RandomRotate,
         "normalize": Normalize,
     },

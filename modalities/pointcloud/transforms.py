@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from polyjepa.modalities.pointcloud.ops import gather_points, knn
 from polyjepa.modalities.pointcloud.readers import NORMALIZATIONS, normalize
 
 AXES = {"x": 0, "y": 1, "z": 2}
@@ -109,3 +110,24 @@ class Normalize:
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         return normalize(x, self.steps)
+
+
+class LocalCrop:
+    """A local crop: the `fraction` of each cloud's points nearest a centre drawn uniformly
+    among its points, `[B, P, C] -> [B, round(fraction P), C]` (LeJEPA's local views, the point
+    cloud's analogue of a small image crop; re-normalise after it)."""
+
+    kind = "augmentation"
+
+    def __init__(self, fraction: float = 0.5) -> None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+        self.fraction = fraction
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        b, p, _ = x.shape
+        keep = max(1, round(self.fraction * p))
+        centre = torch.randint(p, (b, 1), generator=generator)
+        xyz = x[..., :3].float()
+        idx = knn(gather_points(xyz, centre.to(x.device)), xyz, keep)  # [B, 1, keep]
+        return gather_points(x, idx[:, 0])

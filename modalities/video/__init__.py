@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from polyjepa.files import LabelledFile, list_files, split_files, training_classes
+from polyjepa.modalities.video.augment import ClipCrop
 from polyjepa.modalities.video.encoders import FrameCNN, FrameDecoder
 from polyjepa.modalities.video.mnist import MovingMNIST, MovingMNISTClips, MovingMNISTConfig
 from polyjepa.modalities.video.readers import (
@@ -122,5 +123,6 @@ plugin = ModalityPlugin(
     synthetic=synthetic,
     raw_features=raw_features,
     load_file=load_file,
-    components={"frame_cnn": FrameCNN, "frame_decoder": FrameDecoder, "tubelets": TubeletPatches},
+    components={"frame_cnn": FrameCNN, "frame_decoder": FrameDecoder, "tubelets": TubeletPatches,
+                "crop": ClipCrop},
 )
