@@ -88,7 +88,11 @@ class TrainConfig:
     batch_size: int = 64  # per process, per micro-batch
     accumulate: int = 1  # micro-batches per optimizer step
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 on CUDA or a CPU with AMX/AVX512-BF16)
+    # fp32 | bf16 | fp16 | auto (bf16 on CUDA, and on a CPU whose native bf16 measures faster
+    # than fp32: polyjepa.precision)
+    precision: str = "fp32"
+    # torch.compile the encoders in place (graphs dynamo cannot compile run eagerly, logged)
+    compile: bool = False
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 500  # steps; the last step always saves

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from polyjepa import config as C
 from polyjepa.build import Recipe, assemble, load_recipe, recipe_from_dict
 from polyjepa.checkpoint import load_file, load_state, save_atomic
-from polyjepa.contracts import StepAware
+from polyjepa.contracts import Objective, StepAware
 from polyjepa.data import (
     DataSplit,
     SeededBatchSampler,
@@ -51,6 +51,7 @@ from polyjepa.hub import ENCODER_FILE, export_encoder
 from polyjepa.log import quiet_other_ranks
 from polyjepa.monitors import normalized_std, rankme
 from polyjepa.paths import check_output_folder, pin_paths
+from polyjepa.precision import auto_dtype
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
 from polyjepa.types import Batch
@@ -89,16 +90,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 matmul (AMX or AVX512-BF16); on others bf16 is emulated
-    and much slower than fp32 (measured ~60x slower on an AVX2-only EPYC)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `train.precision`, or None for full fp32."""
     if precision == "fp32":
@@ -110,10 +101,22 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             raise ConfigError("train.precision=fp16 needs a CUDA device; use bf16 on CPU")
         return torch.float16
     if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
+        return auto_dtype(device)  # the hardware's rule: polyjepa.precision
     raise ConfigError(f"train.precision: unknown '{precision}'; use fp32, bf16, fp16 or auto")
+
+
+def compile_encoders(objective: Objective) -> None:
+    """`train.compile`: `torch.compile` the encoder the objective trains and the one it exports
+    (an EMA target), in place, so state-dict keys and checkpoints are unchanged. A graph dynamo
+    cannot compile runs eagerly with a logged warning instead of failing the run."""
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    compiled: set[int] = set()
+    for backbone in (objective.online, objective.export_backbone()):
+        if id(backbone.encoder) not in compiled:
+            compiled.add(id(backbone.encoder))
+            backbone.encoder.compile()
 
 
 NO_DECAY = ("bias", "reg", "mask_token", "pos")
@@ -193,6 +196,8 @@ class Trainer:
             self.probe_sets = (probe_subset(train_set, limit, cfg.eval.seed),
                                probe_subset(run.splits.val, limit, cfg.eval.seed))
         self.objective = run.objective.to(self.device)
+        if cfg.train.compile:
+            compile_encoders(self.objective)
         if self.dist.enabled and cfg.train.sync_batchnorm:
             self.objective = convert_global_batchnorm(self.objective)
         self.model: nn.Module = self.objective

@@ -24,6 +24,7 @@ from _helpers import (
 )
 from torch.utils.data import DataLoader
 
+from polyjepa import precision
 from polyjepa import train as T
 from polyjepa.build import build_masker, build_objective, load_datasets
 from polyjepa.checkpoint import load_file, load_state, save_atomic
@@ -588,9 +589,9 @@ def test_autocast_dtype(monkeypatch):
     cpu = torch.device("cpu")
     assert autocast_dtype("fp32", cpu) is None
     assert autocast_dtype("bf16", cpu) is torch.bfloat16
-    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bf16_is_faster", lambda: False)
     assert autocast_dtype("auto", cpu) is None
-    monkeypatch.setattr(T, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_bf16_is_faster", lambda: True)
     assert autocast_dtype("auto", cpu) is torch.bfloat16
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         autocast_dtype("fp16", cpu)
@@ -598,16 +599,36 @@ def test_autocast_dtype(monkeypatch):
         autocast_dtype("fp8", cpu)
 
 
-def test_cpu_has_fast_bf16_reads_cpuinfo(monkeypatch):
-    from pathlib import Path
+def test_auto_precision_needs_native_bf16_and_a_measured_gain(monkeypatch, tmp_path):
+    monkeypatch.setenv("POLYJEPA_CACHE_DIR", str(tmp_path))
+    info = {"text": "model name : Some CPU\nflags : fpu sse avx2\n"}
+    monkeypatch.setattr(precision, "cpu_info", lambda: info["text"])
+    calls = []
 
-    flags = {"text": "flags : fpu sse avx2\n"}
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: flags["text"])
-    assert T.cpu_has_fast_bf16() is False
-    flags["text"] = "flags : fpu avx512f avx512_bf16\n"
-    assert T.cpu_has_fast_bf16() is True
-    flags["text"] = "flags : amx_bf16 amx_tile\n"
-    assert T.cpu_has_fast_bf16() is True
+    def measured(speedup):
+        def measure():
+            calls.append(speedup)
+            return speedup
+        return measure
+
+    monkeypatch.setattr(precision, "measure_bf16_speedup", measured(3.0))
+    assert precision.cpu_bf16_is_faster() is False and calls == []  # emulated: never measured
+    info["text"] = "model name : Some CPU\nflags : fpu avx512f avx512_bf16\n"
+    assert precision.cpu_bf16_is_faster() is True and calls == [3.0]
+    assert precision.cpu_bf16_is_faster() is True and calls == [3.0]  # cached per machine
+    info["text"] = "model name : Another CPU\nflags : amx_bf16 amx_tile\n"
+    monkeypatch.setattr(precision, "measure_bf16_speedup", measured(1.05))
+    assert precision.cpu_bf16_is_faster() is False and calls == [3.0, 1.05]  # native, no faster
+    assert precision.auto_dtype(torch.device("cpu")) is None
+    monkeypatch.setenv("POLYJEPA_PRECISION_PROBE", "0")
+    assert precision.cpu_bf16_is_faster() is True  # the flags alone decide
+    (tmp_path / "precision.json").write_text("not json")
+    monkeypatch.delenv("POLYJEPA_PRECISION_PROBE")
+    assert precision.cpu_bf16_is_faster() is False and calls[-1] == 1.05  # corrupt: measured again
+
+
+def test_the_bf16_probe_measures_a_ratio():
+    assert precision.measure_bf16_speedup(rounds=1) > 0
 
 
 # ------------------------------------------------------------------------------ run directory
@@ -627,3 +648,21 @@ def test_run_directory_contents(tmp_path):
     assert {"loss", "lr", "wd", "momentum", "grad_norm", "loss_pred"} <= set(rows[0])
     state = load_file(run / CHECKPOINT)
     assert {"step", "objective", "optimizer", "scaler", "rng", "config", "meta"} <= set(state)
+
+
+def test_compile_keeps_the_fp32_loss_curve(tmp_path):
+    """`train.compile` is not bit-exact by construction (fused kernels): the first 20 losses must
+    match eager fp32 within float tolerance, and the checkpoint keeps eager's keys."""
+    from torch._dynamo.utils import counters
+
+    raw = tiny_recipe(train={"max_steps": 20})
+    eager = pretrain(write_recipe(raw, tmp_path), [], tmp_path / "eager")
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = pretrain(write_recipe(raw, tmp_path), ["train.compile=true"], tmp_path / "compiled")
+    assert counters["stats"]["unique_graphs"] > graphs  # compiled, not run eagerly
+    a = [r["loss"] for r in read_metrics(eager) if "loss" in r]
+    b = [r["loss"] for r in read_metrics(compiled) if "loss" in r]
+    assert len(a) == len(b) == 20
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    keys = torch.load(compiled / "checkpoints" / "last.pt", weights_only=True)["objective"].keys()
+    assert not any("_orig_mod" in k for k in keys)

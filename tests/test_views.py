@@ -43,6 +43,14 @@ def test_every_lejepa_demo_trains_on_its_synthetic_data(name, tmp_path):
     assert (run / "encoder.pt").is_file()
 
 
+def test_lejepa_trains_the_causal_series_encoder(tmp_path):
+    """TS-JEPA's rollout encoder (each patch sees the ones before it), pooled on the last patch."""
+    overrides = [*FAST, *DEMOS["le_jepa_timeseries_demo"], "model.encoder.causal_window=10",
+                 "objective.pooling=last"]
+    run = pretrain("le_jepa_timeseries_demo", overrides, tmp_path / "run")
+    assert all(math.isfinite(r["loss"]) for r in read_metrics(run) if "loss" in r)
+
+
 def cloud_recipe(**objective) -> list[str]:
     return [*FAST, *DEMOS["le_jepa_pointcloud_demo"], f"objective.views={objective['views']}",
             f"objective.global_views={objective['global_views']}"]

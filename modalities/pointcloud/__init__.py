@@ -21,10 +21,10 @@ from polyjepa.modalities.pointcloud.readers import (
 from polyjepa.modalities.pointcloud.synthetic import CLASS_NAMES, synthetic_clouds
 from polyjepa.modalities.pointcloud.tokenizer import PointGroups, PointPatchEmbed
 from polyjepa.modalities.pointcloud.transforms import (
+    LocalCrop,
     Normalize,
     RandomRotate,
     RandomScale,
-    LocalCrop,
     RandomTranslate,
 )
 from polyjepa.paths import resolve_path
