@@ -58,6 +58,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     run_dir = pretrain(args.recipe, args.overrides, args.out, resume=args.resume)
     if int(os.environ.get("RANK", 0)) != 0:
         return
+    if args.report:
+        _write_report([run_dir])
     if (run_dir / "encoder.pt").exists():
         print(f"trained encoder: {run_dir / 'encoder.pt'}")
         print(f"evaluate it with: polyjepa eval {run_dir}")
@@ -113,6 +115,32 @@ def _cmd_eval(args: argparse.Namespace) -> None:
                   "--no-save to skip saving", file=sys.stderr)
     if saved and not args.json:
         print("saved: " + ", ".join(str(p) for p in saved) + " (and a .txt beside each)")
+    if args.save and args.report:
+        for run in runs:
+            _write_report([run], quiet=args.json)
+        if len(runs) > 1:
+            _write_report(runs, quiet=args.json)
+
+
+def _write_report(runs: list, quiet: bool = False) -> None:
+    """The runs' `report.html` (a failure to write it is said, never fatal)."""
+    from polyjepa.report import write_report
+
+    try:
+        path = write_report(runs)
+    except Exception as exc:  # noqa: BLE001 - the run and its results are saved; the page is extra
+        print(f"polyjepa: no report written ({type(exc).__name__}: {exc}); rebuild it with "
+              f"polyjepa report {' '.join(str(r) for r in runs)}", file=sys.stderr)
+        return
+    if not quiet:
+        print(f"report: {path}")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from polyjepa.report import write_report
+
+    path = write_report(args.run_dir, args.out, maps=args.maps)
+    print(f"report: {path}")
 
 
 def _cmd_finetune(args: argparse.Namespace) -> None:
@@ -177,6 +205,8 @@ def parser() -> argparse.ArgumentParser:
     pre.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe")
     pre.add_argument("--out", required=True, help="run directory")
     pre.add_argument("--resume", action="store_true", help="continue the run in --out")
+    pre.add_argument("--no-report", dest="report", action="store_false",
+                     help="do not write report.html into the run directory at the end")
     pre.add_argument("--nproc", type=int, default=1,
                      help="processes on this machine (launches torchrun; DDP, gloo on CPU)")
     pre.set_defaults(fn=_cmd_pretrain)
@@ -198,6 +228,16 @@ def parser() -> argparse.ArgumentParser:
                          "eval_stepN, eval_val for --checkpoint N, eval.split=val; eval_runs.* in "
                          "the runs' common folder for several runs)")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-report", dest="report", action="store_false",
+                    help="do not rewrite report.html in each run directory")
+    rep = sub.add_parser("report", help="one self-contained HTML page of a run (curves, "
+                         "evaluation, embedding maps), or of several runs compared")
+    rep.add_argument("run_dir", nargs="+", help="run directories (several: overlaid and compared)")
+    rep.add_argument("--out", help="the HTML file (default: RUN/report.html, or report_runs.html "
+                     "in the runs' common folder)")
+    rep.add_argument("--no-maps", dest="maps", action="store_false",
+                     help="skip the embedding maps (they embed up to 500 test samples)")
+    rep.set_defaults(fn=_cmd_report)
     ev.set_defaults(fn=_cmd_eval)
     ft = sub.add_parser("finetune", help="train encoder + linear head on labels; report beside "
                                          "the frozen linear probe",

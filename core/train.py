@@ -50,7 +50,7 @@ from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
 from polyjepa.hub import ENCODER_FILE, export_encoder
 from polyjepa.log import quiet_other_ranks
 from polyjepa.monitors import normalized_std, rankme
-from polyjepa.paths import check_output_folder, pin_paths
+from polyjepa.paths import check_output_folder, pin_paths, write_atomic
 from polyjepa.precision import auto_dtype
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
@@ -567,16 +567,56 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
             _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
     elif main:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    started = time.time()
     if main:
         (run_dir / "config.yaml").write_text(
             f"# resolved from {built.source}\n"
             + (f"# data paths made absolute; given as: {' '.join(given)}\n" if given else "")
             + yaml.safe_dump(C.to_dict(built.cfg), sort_keys=False))
+        info = run_info(trainer, str(recipe), overrides, run_dir)
+        _write_run_info(run_dir, info)
     try:
         trainer.fit()
     except BaseException:
         if main and created and not ckpt_path.exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping or resuming
         raise
+    finally:
+        if main and run_dir.exists():
+            info["wall_s"] = info.get("wall_s", 0.0) + time.time() - started
+            _write_run_info(run_dir, info)
     shutdown_distributed()
     return run_dir
+
+
+def source_commit() -> str | None:
+    """The git commit polyjepa's source is at, when it runs from a git checkout."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse",
+                               "--short=12", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def run_info(trainer: Trainer, recipe: str, overrides: list[str], run_dir: Path) -> dict:
+    """`run.json`: what ran where, for reports (`polyjepa report`); a resumed run keeps its
+    accumulated wall time."""
+    from polyjepa import __version__
+
+    old = run_dir / "run.json"
+    previous = json.loads(old.read_text()) if old.is_file() else {}
+    return {"recipe": recipe, "polyjepa": __version__, "commit": source_commit(),
+            "torch": torch.__version__, "device": str(trainer.device),
+            "precision": str(trainer.amp_dtype or "fp32").replace("torch.", ""),
+            "world_size": trainer.dist.world_size,
+            "command": ["polyjepa", "pretrain", recipe, *overrides, "--out", str(run_dir)],
+            "wall_s": float(previous.get("wall_s", 0.0))}
+
+
+def _write_run_info(run_dir: Path, info: dict) -> None:
+    write_atomic(run_dir / "run.json", json.dumps(info, indent=1).encode())
