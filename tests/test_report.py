@@ -11,7 +11,6 @@ import shutil
 import struct
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from _helpers import read_metrics, single_thread, tiny_recipe, write_recipe  # noqa: F401
