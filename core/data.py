@@ -118,6 +118,10 @@ class SeededDataset(Dataset):
         if on_error not in ON_ERROR:
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got '{on_error}'")
         self.dataset, self.on_error = dataset, on_error
+        # checked once: a runtime protocol check costs microseconds, per sample it adds up (a
+        # split of a dataset without random crops needs no generator either)
+        self.sampled = (dataset.parent_sampled if isinstance(dataset, DataSplit)
+                        else isinstance(dataset, Sampled))
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -125,10 +129,10 @@ class SeededDataset(Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[Any, int, int]:
         index, seed, position = key
         try:
-            if not isinstance(self.dataset, Sampled):
+            if not self.sampled:
                 return self.dataset[index], seed, position
             generator = torch.Generator().manual_seed(_mix(seed, index))
-            return self.dataset.sample(index, generator), seed, position
+            return self.dataset.sample(index, generator), seed, position  # type: ignore[attr-defined]
         except DATA_ERRORS as exc:
             if self.on_error == "skip":
                 return None, seed, position
@@ -222,6 +226,7 @@ class DataSplit(Dataset):
 
     def __init__(self, parent: Any, indices: Sequence[int] | np.ndarray) -> None:
         self.parent = parent
+        self.parent_sampled = isinstance(parent, Sampled)  # once, not per sample
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels = dataset_labels(parent)[self.indices]
 
@@ -233,7 +238,7 @@ class DataSplit(Dataset):
 
     def sample(self, i: int, generator: torch.Generator) -> Any:
         index = int(self.indices[i])
-        if isinstance(self.parent, Sampled):
+        if self.parent_sampled:
             return self.parent.sample(index, generator)
         return self.parent[index]
 

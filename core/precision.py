@@ -1,13 +1,18 @@
 """Which precision `train.precision=auto` trains in, decided from the hardware.
 
 CUDA: bf16 where the GPU supports it, else fp16. CPU: bf16 only where it is faster, which takes
-two checks, because a CPU without native bf16 emulates it (about 60x slower than fp32 measured on
-an AVX2-only EPYC) and one with it may still gain nothing on small layers:
+three checks, because a CPU without native bf16 emulates it (about 60x slower than fp32 measured
+on an AVX2-only EPYC) and one with it may still gain nothing on small layers:
 
 1. the CPU reports native bf16 matmul (`amx_bf16` or `avx512_bf16` in `/proc/cpuinfo`);
 2. a one-off micro-measurement — a `[512, 1024] x [1024, 1024]` linear layer, forward and
    backward, in fp32 and under bf16 autocast, median of interleaved rounds — finds bf16 at least
-   `MIN_SPEEDUP` times faster with the current thread count.
+   `MIN_SPEEDUP` times faster with the current thread count;
+3. the run's own step (the trainer times the recipe's forward and backward on its first batch in
+   both, then restores every weight, buffer and random state) is at least `MIN_SPEEDUP` times
+   faster in bf16: on a 2-core AMX Xeon bf16 is 1.9x on BYOL-A's CNN but 0.8x on T-JEPA's
+   16-wide transformer, whose time goes to per-operation overhead. Single-process runs only
+   (under DDP the ranks could disagree; checks 1-2 decide); a resumed run keeps its choice.
 
 The measurement takes about a second and is cached per machine in
 `<cache dir>/precision.json` (see `polyjepa.listing.cache_dir`), keyed by the CPU model, its
@@ -23,6 +28,7 @@ import logging
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,28 +56,43 @@ def cpu_has_native_bf16(info: str | None = None) -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def measured_speedup(step: Callable[[torch.dtype | None], None], rounds: int = 3,
+                     repeats: int = 2) -> float:
+    """fp32 seconds / bf16 seconds of `step(dtype)` (`dtype` None: fp32), the median of `rounds`
+    interleaved rounds of `repeats` calls each, after one warm-up call of each."""
+
+    def timed(dtype: torch.dtype | None) -> float:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step(dtype)
+        return time.perf_counter() - start
+
+    step(None)  # warm-up: allocator, kernels
+    step(torch.bfloat16)
+    ratios = []
+    for r in range(rounds):
+        if r % 2:
+            bf16, fp32 = timed(torch.bfloat16), timed(None)
+        else:
+            fp32, bf16 = timed(None), timed(torch.bfloat16)
+        ratios.append(fp32 / bf16)
+    return statistics.median(ratios)
+
+
 def measure_bf16_speedup(rounds: int = 5) -> float:
-    """fp32 seconds / bf16-autocast seconds of one linear layer's forward and backward on CPU,
-    median of `rounds` interleaved rounds (after a warm-up of each)."""
+    """`measured_speedup` of one `[512, 1024] x [1024, 1024]` linear layer's forward and backward."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(512, 1024, generator=g)
     layer = torch.nn.Linear(1024, 1024)
 
-    def step(dtype: torch.dtype | None) -> float:
-        start = time.perf_counter()
-        for _ in range(3):
-            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss = layer(x).float().square().mean()
-            loss.backward()
-        return time.perf_counter() - start
+    def step(dtype: torch.dtype | None) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            loss = layer(x).float().square().mean()
+        loss.backward()
 
-    step(None), step(torch.bfloat16)  # warm-up: allocator, kernels
-    ratios = []
-    for _ in range(rounds):
-        fp32, bf16 = step(None), step(torch.bfloat16)
-        ratios.append(fp32 / bf16)
+    ratio = measured_speedup(step, rounds, repeats=3)
     layer.zero_grad(set_to_none=True)
-    return statistics.median(ratios)
+    return ratio
 
 
 def _machine_key(info: str) -> str:

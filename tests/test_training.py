@@ -666,3 +666,27 @@ def test_compile_keeps_the_fp32_loss_curve(tmp_path):
     assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
     keys = torch.load(compiled / "checkpoints" / "last.pt", weights_only=True)["objective"].keys()
     assert not any("_orig_mod" in k for k in keys)
+
+
+@pytest.mark.parametrize("ratio,expected", [(0.8, None), (1.9, torch.bfloat16)])
+def test_auto_precision_measures_the_runs_own_step_and_leaves_no_trace(tmp_path, monkeypatch,
+                                                                        ratio, expected):
+    monkeypatch.setattr(precision, "cpu_bf16_is_faster", lambda: True)
+    measured = []
+
+    def speedup(step, **_):
+        step(None)  # the real forward and backward, in both precisions
+        step(torch.bfloat16)
+        measured.append(ratio)
+        return ratio
+
+    monkeypatch.setattr(T, "measured_speedup", speedup)
+    auto = Trainer(build(tiny_recipe(train={"precision": "auto"})), tmp_path / "a")
+    rng_after_auto = torch.get_rng_state()
+    plain = Trainer(build(tiny_recipe(train={"precision": "bf16"})), tmp_path / "b")
+    assert measured == [ratio] and auto.amp_dtype == expected
+    assert torch.equal(rng_after_auto, torch.get_rng_state())  # the RNG is where it was
+    a, b = auto.objective.state_dict(), plain.objective.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # weights and buffers untouched
+    assert all(p.grad is None for p in auto.objective.parameters())
+    assert auto.state_dict()["precision"] == ("bfloat16" if expected else "fp32")
