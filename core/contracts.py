@@ -127,6 +127,16 @@ class Predictor(Protocol):
 
 
 @runtime_checkable
+class LatentPredictor(Protocol):
+    """A predictor taking a continuous latent variable: `(context, z [B, latent_dim]) -> ...`
+    (`predictive_vcr` infers `z` per sample; `z = None` is the prior)."""
+
+    latent_dim: int
+
+    def __call__(self, context: Tensor, z: Tensor | None = None) -> Any: ...
+
+
+@runtime_checkable
 class Projector(Protocol):
     """`[B, D_in] -> [B, out_dim]` (`model.projector`; BYOL sizes its predictor from it)."""
 

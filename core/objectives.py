@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polyjepa.contracts import Objective, SizedMasker
+from polyjepa.contracts import LatentPredictor, Objective, SizedMasker
 from polyjepa.ema import ema_update, make_target
 from polyjepa.encoders import Backbone, gather_tokens
 from polyjepa.errors import ConfigError
+from polyjepa.latents import fista
 from polyjepa.pooling import pool, pooled_dim
 from polyjepa.registry import register
 from polyjepa.regularizers import SIGReg
@@ -287,7 +288,11 @@ class PredictiveVCR(Objective):
     does not determine. Pure winner-takes-all leaves heads that lose at initialisation dead
     forever, so the losers get a small share `latent_relax` of the loss (relaxed
     winner-takes-all, Rupprecht et al. 2017); `loss_pred` reports the winners' energy and
-    `latent_top_share` the share of the batch the busiest head wins.
+    `latent_top_share` the share of the batch the busiest head wins. A predictor with a
+    continuous latent (`LatentPredictor`, e.g. `sequence_mlp` with `latent_dim`) gets, per
+    sample, the sparse `z*` that best explains the target (`infer_latent`: FISTA on the energy
+    plus `latent_l1 ||z||_1`), and is trained on its prediction with that `z*` held fixed;
+    `latent_nonzero` logs the share of active coordinates.
 
     Args:
         backbone: the encoder (`[B, N, D]` latents).
@@ -297,6 +302,9 @@ class PredictiveVCR(Objective):
         decoder: `[..., D] -> [..., C, H, W]`, for `target="pixels"`.
         target: "latent" (VJ-VCR) or "pixels" (the generative baseline).
         latent_relax: weight shared by the losing heads (K > 1).
+        latent_l1, latent_steps, latent_step_size: with a continuous latent
+            (`model.predictor.latent_dim` > 0), its L1 weight λ and the FISTA steps and step size
+            that infer it per sample (`infer_latent`).
     """
 
     num_views = 0
@@ -314,11 +322,23 @@ class PredictiveVCR(Objective):
 
     def __init__(self, backbone: Backbone, predictor: nn.Module,
                  regularizers: list[nn.Module] | None = None, decoder: nn.Module | None = None,
-                 target: str = "latent", latent_relax: float = 0.05) -> None:
+                 target: str = "latent", latent_relax: float = 0.05, latent_l1: float = 0.1,
+                 latent_steps: int = 20, latent_step_size: float = 0.05) -> None:
         super().__init__()
         if not 0 <= latent_relax < 1:
             raise ValueError(f"objective.latent_relax must lie in [0, 1), got {latent_relax}")
+        if latent_l1 < 0 or latent_steps < 1 or latent_step_size <= 0:
+            raise ValueError("objective.latent_l1 must be >= 0, latent_steps >= 1 and "
+                             f"latent_step_size > 0, got {latent_l1}, {latent_steps}, "
+                             f"{latent_step_size}")
         self.latent_relax = latent_relax
+        # a continuous latent (VJ-VCR's sparse z): inferred per sample by FISTA
+        self.latent_dim = predictor.latent_dim if isinstance(predictor, LatentPredictor) else 0
+        if self.latent_dim and target != "latent":
+            raise ValueError("a continuous latent (model.predictor.latent_dim) needs "
+                             "objective.target=latent")
+        self.latent_l1, self.latent_steps = latent_l1, latent_steps
+        self.latent_step_size = latent_step_size
         if target not in ("latent", "pixels"):
             raise ValueError(f"objective.target: '{target}' is not latent or pixels")
         if target == "pixels" and decoder is None:
@@ -326,6 +346,29 @@ class PredictiveVCR(Objective):
         self.online, self.predictor, self.decoder, self.target_kind = backbone, predictor, decoder, target
         self.regularizers = nn.ModuleList(regularizers or [])
         self.monitor_embeddings: Tensor | None = None
+
+    def infer_latent(self, context: Tensor, targets: Tensor) -> Tensor:
+        """The continuous latent of each sample, `z* = argmin_z E(z) + λ ||z||_1` with
+        `E(z) = ½ ‖Pred(context, z) - targets‖²` (summed over the target latents), by `latent_steps` FISTA steps from the
+        prior `z = 0` (`polyjepa.latents`); the predictor's weights get no gradient from it.
+        At evaluation the same call gives the best `z` of a clip whose future is known;
+        `predictor(context)` (z = None) is the prior's prediction.
+
+        Args:
+            context: `[B, Nc, D]` context latents; targets: `[B, Nt, D]` target latents.
+
+        Returns:
+            `z*` `[B, latent_dim]`, detached.
+        """
+        context, targets = context.detach().float(), targets.detach().float()
+
+        def energy(z: Tensor) -> Tensor:
+            pred = self.predictor(context, z)[:, 0].float()  # [B, Nt, D]
+            return 0.5 * (pred - targets).square().flatten(1).sum(-1)
+
+        z0 = context.new_zeros(context.shape[0], self.latent_dim)
+        with torch.autocast(context.device.type, enabled=False):
+            return fista(energy, z0, self.latent_l1, self.latent_steps, self.latent_step_size)
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         masks = batch.masks
@@ -335,7 +378,11 @@ class PredictiveVCR(Objective):
         h = self.online(batch.x)  # [B, R + N, D], every token, with gradient
         h = h[:, self.online.num_prefix_tokens:]
         self.monitor_embeddings = h.detach().mean(1).float()
-        pred = self.predictor(gather_tokens(h, masks.context))  # [B, K, Nt, D]
+        context = gather_tokens(h, masks.context)  # [B, Nc, D]
+        latent = None
+        if self.latent_dim:
+            latent = self.infer_latent(context, gather_tokens(h, target_idx))
+        pred = self.predictor(context, latent) if self.latent_dim else self.predictor(context)
         if self.target_kind == "pixels":
             assert isinstance(batch.x, Tensor) and self.decoder is not None  # checked in __init__
             frames = torch.gather(batch.x, 1, target_idx.view(*target_idx.shape, 1, 1, 1).expand(
@@ -356,6 +403,8 @@ class PredictiveVCR(Objective):
             loss = (1 - self.latent_relax) * loss + self.latent_relax * losers.mean()
             wins = torch.bincount(choice, minlength=heads).float()  # busiest head's share
             logs["latent_top_share"] = (wins.max() / len(choice)).detach()
+        if latent is not None:
+            logs["latent_nonzero"] = (latent != 0).float().mean()  # share of active coordinates
         for reg in self.regularizers:
             parts = [reg(regularized[:, i].float()) for i in range(regularized.shape[1])]
             loss = loss + torch.stack([p[0] for p in parts]).mean()

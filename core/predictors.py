@@ -156,32 +156,47 @@ class SequenceMLP(nn.Module):
     """Predict `num_target` latents from the concatenation of `num_context` context latents
     with an MLP (VJ-VCR's Moving MNIST predictor: two hidden layers, all target frames at once).
 
-    With `num_latents = K > 1` the last layer has K heads, one per value of a discrete latent
-    variable `z` (VJ-VCR's one-hot latent): the objective scores each and keeps the best, so
-    different heads can take different futures.
+    A latent variable `z` lets it predict futures the past does not determine, in one of two
+    forms: with `num_latents = K > 1` the last layer has K heads, one per value of a discrete `z`
+    (VJ-VCR's one-hot latent): the objective scores each and keeps the best, so different heads
+    can take different futures; with `latent_dim = Z > 0` a continuous `z [B, Z]` is concatenated
+    to the context (VJ-VCR's sparse latent), inferred by the objective per sample
+    (`polyjepa.latents.fista`); `z = None` is the prior, all zeros.
 
     Args:
         in_dim: latent width D.
         num_context, num_target: Nc context and Nt target latents (fixed by the masker).
         hidden: width of the two hidden layers.
         num_latents: K heads.
+        latent_dim: Z, the width of a continuous latent (0: none).
 
-    `forward(context [B, Nc, D]) -> [B, K, Nt, D]`.
+    `forward(context [B, Nc, D], z [B, Z] | None) -> [B, K, Nt, D]`.
     """
 
     def __init__(self, in_dim: int, num_context: int, num_target: int, hidden: int = 512,
-                 num_latents: int = 1) -> None:
+                 num_latents: int = 1, latent_dim: int = 0) -> None:
         super().__init__()
-        if num_latents < 1:
-            raise ValueError(f"num_latents must be >= 1, got {num_latents}")
+        if num_latents < 1 or latent_dim < 0:
+            raise ValueError(f"num_latents must be >= 1 and latent_dim >= 0, got {num_latents}, "
+                             f"{latent_dim}")
+        if num_latents > 1 and latent_dim:
+            raise ValueError("a discrete latent (num_latents > 1) or a continuous one "
+                             "(latent_dim > 0), not both")
         self.num_target, self.num_latents, self.in_dim = num_target, num_latents, in_dim
-        self.body = nn.Sequential(nn.Linear(num_context * in_dim, hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.latent_dim = latent_dim
+        self.body = nn.Sequential(nn.Linear(num_context * in_dim + latent_dim, hidden),
+                                  nn.ReLU(inplace=True), nn.Linear(hidden, hidden),
+                                  nn.ReLU(inplace=True))
         self.heads = nn.Linear(hidden, num_latents * num_target * in_dim)
 
-    def forward(self, context: Tensor) -> Tensor:
+    def forward(self, context: Tensor, z: Tensor | None = None) -> Tensor:
         b = context.shape[0]
-        out = self.heads(self.body(context.flatten(1)))
+        inputs = context.flatten(1)
+        if self.latent_dim:
+            if z is None:
+                z = inputs.new_zeros(b, self.latent_dim)
+            inputs = torch.cat([inputs, z.to(inputs.dtype)], dim=1)
+        out = self.heads(self.body(inputs))
         return out.view(b, self.num_latents, self.num_target, self.in_dim)
 
 
