@@ -349,8 +349,9 @@ class PredictiveVCR(Objective):
 
     def infer_latent(self, context: Tensor, targets: Tensor) -> Tensor:
         """The continuous latent of each sample, `z* = argmin_z E(z) + λ ||z||_1` with
-        `E(z) = ½ ‖Pred(context, z) - targets‖²` (summed over the target latents), by `latent_steps` FISTA steps from the
-        prior `z = 0` (`polyjepa.latents`); the predictor's weights get no gradient from it.
+        `E(z) = ½ ‖Pred(context, z) - targets‖²` (summed over the target latents), by
+        `latent_steps` FISTA steps from the prior `z = 0` (`polyjepa.latents`); the predictor's
+        weights get no gradient from it.
         At evaluation the same call gives the best `z` of a clip whose future is known;
         `predictor(context)` (z = None) is the prior's prediction.
 
