@@ -60,8 +60,10 @@ def _moving_mnist(cfg: VideoDataConfig, mm: MovingMNISTConfig,
     full = MovingMNIST.from_folder(folder)
     cut = int(round(len(full.images) * (1 - cfg.test_fraction)))
     low, high = mm.speed
+    turn_at = None if mm.turn_at is None else (mm.turn_at[0], mm.turn_at[1])
     generator = partial(MovingMNIST, num_frames=cfg.num_frames, num_digits=mm.num_digits,
-                        canvas=mm.canvas, speed=(low, high))
+                        canvas=mm.canvas, speed=(low, high), turn_at=turn_at,
+                        turn_angles=tuple(mm.turn_angles))
     train = MovingMNISTClips(generator(full.images[:cut], full.labels[:cut], seed=mm.seed),
                              mm.train_clips)
     test = MovingMNISTClips(generator(full.images[cut:], full.labels[cut:], seed=mm.seed + 1),

@@ -59,11 +59,14 @@ def read_idx(path: str | Path) -> np.ndarray:
 @dataclass
 class ClipTruth:
     """Ground truth of one clip: per digit `[D]` classes, `[D, 2]` initial top-left positions
-    (x, y) and velocities (pixels per frame), `[D]` speeds and directions (radians)."""
+    (x, y) and velocities (pixels per frame), `[D]` speeds and directions (radians); with turns,
+    `[D]` the frame each digit turns at and which of the generator's turn angles it takes."""
 
     classes: np.ndarray
     positions: np.ndarray
     velocities: np.ndarray
+    turn_steps: np.ndarray | None = None
+    turns: np.ndarray | None = None
 
     @property
     def speeds(self) -> np.ndarray:
@@ -84,11 +87,16 @@ class MovingMNIST:
         canvas: frame side in pixels (64).
         speed: (low, high) speed range in pixels per frame.
         seed: clip `i` depends on `(seed, i)` only.
+        turn_at: (first, last) frame range in which each digit turns once, at a uniform frame,
+            or None (straight lines): a future the first frames do not determine.
+        turn_angles: the angles (degrees) a turn draws from uniformly; the turn rotates the
+            digit's unfolded motion, so after an odd number of bounces it shows mirrored.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, num_frames: int = 20,
                  num_digits: int = 2, canvas: int = 64, speed: tuple[float, float] = (2.0, 5.0),
-                 seed: int = 0) -> None:
+                 seed: int = 0, turn_at: tuple[int, int] | None = None,
+                 turn_angles: tuple[float, ...] = (-90.0, -45.0, 0.0, 45.0, 90.0)) -> None:
         if images.ndim != 3 or images.shape[1:] != (DIGIT, DIGIT) or len(images) != len(labels):
             raise DataError(f"Moving MNIST needs [N, 28, 28] digits and N labels, got "
                             f"{list(images.shape)} and {len(labels)}")
@@ -101,6 +109,13 @@ class MovingMNIST:
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
         self.num_frames, self.num_digits, self.canvas = num_frames, num_digits, canvas
         self.speed, self.seed = (low, high), seed
+        if turn_at is not None and not (1 <= turn_at[0] <= turn_at[1] < num_frames):
+            raise ValueError(f"turn_at must be (first, last) frames with 1 <= first <= last < "
+                             f"num_frames={num_frames}, got {turn_at}")
+        if not turn_angles:
+            raise ValueError("turn_angles: give at least one angle")
+        self.turn_at = None if turn_at is None else (int(turn_at[0]), int(turn_at[1]))
+        self.turn_angles = np.radians(np.asarray(turn_angles, dtype=np.float64))
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kwargs: Any) -> MovingMNIST:
@@ -122,7 +137,11 @@ class MovingMNIST:
         angle = rng.uniform(0, 2 * np.pi, self.num_digits)
         speed = rng.uniform(*self.speed, self.num_digits)
         velocities = np.stack([np.cos(angle), np.sin(angle)], axis=1) * speed[:, None]
-        return picks, ClipTruth(self.labels[picks], positions, velocities)
+        if self.turn_at is None:
+            return picks, ClipTruth(self.labels[picks], positions, velocities)
+        steps = rng.integers(self.turn_at[0], self.turn_at[1] + 1, self.num_digits)
+        turns = rng.integers(0, len(self.turn_angles), self.num_digits)
+        return picks, ClipTruth(self.labels[picks], positions, velocities, steps, turns)
 
     def digit_indices(self, i: int) -> np.ndarray:
         """Which digit images `[D]` clip `i` shows."""
@@ -137,6 +156,13 @@ class MovingMNIST:
         room = self.canvas - DIGIT
         t = np.arange(self.num_frames)[:, None, None]
         raw = truth.positions[None] + t * truth.velocities[None]  # unfolded straight lines
+        if truth.turn_steps is not None and truth.turns is not None:
+            theta = self.turn_angles[truth.turns]  # [D]
+            cos, sin = np.cos(theta), np.sin(theta)
+            v = truth.velocities
+            turned = np.stack([cos * v[:, 0] - sin * v[:, 1], sin * v[:, 0] + cos * v[:, 1]], 1)
+            after = np.clip(t - truth.turn_steps[None, :, None], 0, None)  # frames since the turn
+            raw = raw + after * (turned - v)[None]  # from the turn on, the turned velocity
         folded = np.mod(raw, 2 * room) if room > 0 else np.zeros_like(raw)
         return np.where(folded > room, 2 * room - folded, folded)  # reflect
 
@@ -166,6 +192,10 @@ class MovingMNISTConfig:
     canvas: int = 64
     speed: list[float] = field(default_factory=lambda: [2.0, 5.0])  # pixels per frame
     seed: int = 0  # training clips use (seed, i), test clips (seed + 1, i)
+    # each digit turns once, at a uniform frame in [first, last], by one of turn_angles
+    # (degrees): a future its first frames do not determine (VJ-VCR's latent variables)
+    turn_at: list[int] | None = None
+    turn_angles: list[float] = field(default_factory=lambda: [-90.0, -45.0, 0.0, 45.0, 90.0])
 
 
 class MovingMNISTClips(Dataset):
@@ -198,5 +228,9 @@ class MovingMNISTClips(Dataset):
         truths = [self.truth(i) for i in range(self.num_clips)]
         velocity = np.stack([t.velocities[0] for t in truths])
         angle = np.mod(np.arctan2(velocity[:, 1], velocity[:, 0]), 2 * np.pi)
-        return {"speed": np.linalg.norm(velocity, axis=1), "velocity": velocity,
-                "direction": (angle // (np.pi / 4)).astype(np.int64) % 8}
+        targets = {"speed": np.linalg.norm(velocity, axis=1), "velocity": velocity,
+                   "direction": (angle // (np.pi / 4)).astype(np.int64) % 8}
+        turns = [t.turns for t in truths if t.turns is not None]
+        if turns and len(turns) == len(truths):  # which turn the first digit takes
+            targets["turn"] = np.asarray([t[0] for t in turns], dtype=np.int64)
+        return targets

@@ -153,3 +153,23 @@ def test_export_npy_and_mp4_round_trip(tmp_path):
     assert np.load(tmp_path / "cli.npy").shape == (2, 4, 64, 64)
     assert main([*command, str(tmp_path / "mp4")]) == 2  # an existing folder is not overwritten
     assert main([str(tmp_path), "--out", str(tmp_path / "x.npy")]) == 2  # no digits there
+
+
+def test_digits_can_turn_once_at_a_random_frame():
+    images, labels = digits()
+    gen = MovingMNIST(images, labels, num_frames=10, num_digits=1, canvas=400, speed=(2.0, 2.0),
+                      seed=3, turn_at=(4, 4), turn_angles=(90.0,))
+    truth = gen.truth(0)
+    assert list(truth.turn_steps) == [4] and list(truth.turns) == [0]
+    path = gen.trajectories(truth)[:, 0]  # [T, 2]; a wide canvas: no bounce in 10 frames
+    steps = np.diff(path, axis=0)
+    v = truth.velocities[0]
+    assert np.allclose(steps[:4], v)  # straight until frame 4
+    assert np.allclose(steps[4:], [-v[1], v[0]])  # then turned by 90 degrees
+    several = MovingMNIST(images, labels, num_frames=12, num_digits=1, seed=0, turn_at=(3, 8))
+    drawn = [several.truth(i) for i in range(200)]
+    assert {int(t.turn_steps[0]) for t in drawn} == set(range(3, 9))
+    assert {int(t.turns[0]) for t in drawn} == set(range(5))  # the five default angles
+    assert MovingMNIST(images, labels, seed=0).truth(0).turns is None  # off by default
+    with pytest.raises(ValueError, match="turn_at"):
+        MovingMNIST(images, labels, num_frames=10, turn_at=(0, 4))
