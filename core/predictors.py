@@ -159,9 +159,11 @@ class SequenceMLP(nn.Module):
     A latent variable `z` lets it predict futures the past does not determine, in one of two
     forms: with `num_latents = K > 1` the last layer has K heads, one per value of a discrete `z`
     (VJ-VCR's one-hot latent): the objective scores each and keeps the best, so different heads
-    can take different futures; with `latent_dim = Z > 0` a continuous `z [B, Z]` is concatenated
-    to the context (VJ-VCR's sparse latent), inferred by the objective per sample
-    (`polyjepa.latents.fista`); `z = None` is the prior, all zeros.
+    can take different futures; with `latent_dim = Z > 0` a continuous `z [B, Z]` (VJ-VCR's sparse
+    latent, inferred by the objective per sample with `polyjepa.latents.fista`; `z = None` is the
+    prior, all zeros) enters the first layer through a dictionary `W_z [hidden, Z]` whose columns
+    are kept at unit norm, as in sparse coding: without it the layer could grow `W_z` and make any
+    `z` small, and an L1 penalty on `z` would limit nothing.
 
     Args:
         in_dim: latent width D.
@@ -184,19 +186,25 @@ class SequenceMLP(nn.Module):
                              "(latent_dim > 0), not both")
         self.num_target, self.num_latents, self.in_dim = num_target, num_latents, in_dim
         self.latent_dim = latent_dim
-        self.body = nn.Sequential(nn.Linear(num_context * in_dim + latent_dim, hidden),
+        self.body = nn.Sequential(nn.Linear(num_context * in_dim, hidden),
                                   nn.ReLU(inplace=True), nn.Linear(hidden, hidden),
                                   nn.ReLU(inplace=True))
+        self.latent_atoms = nn.Parameter(torch.randn(hidden, latent_dim)) if latent_dim else None
         self.heads = nn.Linear(hidden, num_latents * num_target * in_dim)
+
+    def latent_dictionary(self) -> Tensor:
+        """`W_z [hidden, Z]`, each column (one coordinate of `z`) of unit norm."""
+        assert self.latent_atoms is not None, "this predictor has no continuous latent"
+        return nn.functional.normalize(self.latent_atoms, dim=0)
 
     def forward(self, context: Tensor, z: Tensor | None = None) -> Tensor:
         b = context.shape[0]
-        inputs = context.flatten(1)
-        if self.latent_dim:
-            if z is None:
-                z = inputs.new_zeros(b, self.latent_dim)
-            inputs = torch.cat([inputs, z.to(inputs.dtype)], dim=1)
-        out = self.heads(self.body(inputs))
+        hidden = self.body[0](context.flatten(1))  # [B, hidden]
+        if z is not None:
+            if self.latent_atoms is None:
+                raise ValueError("this predictor has no continuous latent (latent_dim = 0)")
+            hidden = hidden + z.to(hidden.dtype) @ self.latent_dictionary().to(hidden.dtype).T
+        out = self.heads(self.body[1:](hidden))
         return out.view(b, self.num_latents, self.num_target, self.in_dim)
 
 

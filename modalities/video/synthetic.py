@@ -36,18 +36,19 @@ def synthetic_videos(n: int, num_frames: int = 16, canvas: int = 32,
 
 
 def forking_videos(n: int, num_frames: int = 8, fork: int = 3, canvas: int = 32,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   seed: int = 0, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A stochastic scene: a square falls down the middle for `fork` frames, then turns left or
-    right at random (the past does not say which). Returns clips `[n, T, canvas, canvas]` uint8
-    and the branch taken `[n]` (0 left, 1 right)."""
+    right at random (the past does not say which). With `shift > 0` it falls in a column drawn
+    uniformly within `shift` pixels of the middle, which the past does show. Returns clips
+    `[n, T, canvas, canvas]` uint8 and the branch taken `[n]` (0 left, 1 right)."""
     rng = np.random.default_rng(seed)
     branch = rng.integers(0, 2, n)
+    columns = (canvas - 6) // 2 + rng.integers(-shift, shift + 1, n)
     clips = np.zeros((n, num_frames, canvas, canvas), dtype=np.uint8)
-    x0 = (canvas - 6) // 2
     for i in range(n):
         for t in range(num_frames):
             y = min(2 + 3 * min(t, fork), canvas - 6)
-            x = x0 + (1 if branch[i] else -1) * 4 * max(t - fork, 0)
+            x = columns[i] + (1 if branch[i] else -1) * 4 * max(t - fork, 0)
             x = int(np.clip(x, 0, canvas - 6))
             clips[i, t, y:y + 6, x:x + 6] = 230
     return clips, branch

@@ -150,6 +150,42 @@ def test_a_sparse_latent_predicts_a_forking_future_better_than_none():
     assert sparse < 0.6 * deterministic, (sparse, deterministic)
 
 
+def _ridge_r2(x: torch.Tensor, y: torch.Tensor) -> float:
+    """R² of a ridge regression from `x [N, F]` to `y [N, G]`, fitted on the first half."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    half = len(x) // 2
+    model = Ridge(alpha=1e-3).fit(x[:half].numpy(), y[:half].numpy())
+    return float(r2_score(y[half:].numpy(), model.predict(x[half:].numpy()),
+                          multioutput="variance_weighted"))
+
+
+def test_the_l1_penalty_keeps_the_sparse_latent_from_copying_the_target():
+    """Leakage: the square now falls in a column the past shows, so the future depends on the
+    context and on the branch. Without the L1 penalty z learns the target itself: it alone
+    reconstructs much of the future latents and the predictor stops using the context (its
+    prediction with the prior z = 0 is far off). With it, z holds less of the target and the
+    prior prediction stays near the deterministic predictor's, while the best z still beats it."""
+    frames, _ = forking_videos(256, num_frames=8, fork=3, seed=0, shift=6)
+    x = torch.from_numpy(frames).unsqueeze(2).float() / 255
+    deterministic = _train(objective(heads=1, seed=1), x, 150)
+    found = {}
+    for l1 in (0.0, 0.1):
+        obj = sparse_objective(latent_dim=8, l1=l1, seed=1)
+        best = _train(obj, x, 150)
+        with torch.no_grad():
+            h = obj.online(x[128:])
+            context, targets = h[:, :3], h[:, 3:]
+            z = obj.infer_latent(context, targets)
+            prior = float((obj.predictor(context)[:, 0] - targets).square().mean())
+        found[l1] = (best, prior, _ridge_r2(z, targets.flatten(1)))
+    (_, prior_free, leak_free), (best, prior, leak) = found[0.0], found[0.1]
+    assert prior_free > 10 * deterministic and leak_free > 0.45, found  # the shortcut
+    assert leak < leak_free - 0.15 and prior < 2 * deterministic, (found, deterministic)
+    assert best < 0.6 * deterministic, (found, deterministic)
+
+
 def test_fista_solves_a_lasso_and_the_l1_weight_limits_what_the_latent_holds():
     from polyjepa.latents import fista, soft_threshold
 
