@@ -250,7 +250,8 @@ def build_objective(recipe: Recipe, meta: dict, augmentations: Sequence[Any] = (
     if local_augmentations:
         context["local_augmentations"] = local_augmentations
     if isinstance(factory, type) and issubclass(factory, Objective):
-        context.update(factory.parts(Parts(recipe, meta, backbone, name, masker)))
+        objective_class: type[Objective] = factory
+        context.update(objective_class.parts(Parts(recipe, meta, backbone, name, masker)))
     return call_factory(cfg.objective, "objective", "objective", recipe, context)
 
 

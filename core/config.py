@@ -80,6 +80,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip_norm: float | None = None  # clip the global gradient norm
     grad_clip_value: float | None = None  # clamp each gradient element to [-v, v]
+    fused: bool = True  # AdamW's fused kernel on CPU and CUDA (same update up to float rounding)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,8 +36,8 @@ class FileDataConfig(DataConfig):
     """The `data:` keys shared by modalities that read one file per sample."""
 
     path_keys = ("path", "test_path")
-    dataset_keys = {"test_path": None, "label_regex": None, "test_groups": None,
-                    "probe_groups": []}
+    dataset_keys: ClassVar[dict[str, Any]] = {
+        "test_path": None, "label_regex": None, "test_groups": None, "probe_groups": []}
 
     # A folder (one sub-folder per class, or files labelled by `label_regex`) or a CSV manifest
     # `path,label[,split]`; relative paths are looked up under the data root.
