@@ -9,7 +9,8 @@ For each recipe, in one run on this machine:
 - variants: `fp32` (eager), `compile` (`train.compile=true`), `bf16` (autocast; only where the
   CPU has native bf16, or on CUDA), `data` (the data pipeline alone: loader, collate, transfer,
   frontend and device-side augmentations, no model step), so the table shows whether the model
-  or the data bounds a step;
+  or the data bounds a step; `unfused` (`optim.fused=false`: AdamW's per-tensor loop, printing
+  `<recipe>.fused_adamw_speedup=`);
 - `--baseline REV`: the same recipes at another commit (built from a temporary `git worktree`,
   run in their own processes, interleaved with the current tree's), printing
   `<recipe>.speedup_vs_<REV>=<current fp32 samples/s / REV's>` per recipe (the median of the
@@ -38,6 +39,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+VARIANT_OVERRIDES = {"compile": ["train.compile=true"], "unfused": ["optim.fused=false"]}
+"""Variants that are the fp32 step with other settings."""
 RESULT = "RESULT "  # a worker's one line of JSON
 
 
@@ -229,8 +232,8 @@ def main() -> None:
             runs: list[tuple[str, str | None, dict]] = []
             for variant in variants:
                 spec = {**base, "variant": variant}
-                if variant == "compile":
-                    spec["overrides"] = [*overrides, "train.compile=true"]
+                if variant in VARIANT_OVERRIDES:
+                    spec["overrides"] = [*overrides, *VARIANT_OVERRIDES[variant]]
                 if variant == "bf16":
                     spec["precision"] = "bf16"
                 runs.append((variant, None, spec))
@@ -263,6 +266,9 @@ def main() -> None:
                     row[f"{name}_peak"] = achieved / ref
                     print(f"{recipe}.{name}_gflops={achieved:.2f}")
                     print(f"{recipe}.{name}_fraction_of_peak={achieved / ref:.4f}")
+            if rates.get("fp32") and rates.get("unfused"):  # the fused optimizer's share
+                ratios = [a / b for a, b in zip(rates["fp32"], rates["unfused"], strict=False)]
+                print(f"{recipe}.fused_adamw_speedup={statistics.median(ratios):.3f}")
             if baseline_lib and rates.get("fp32") and rates.get(f"at_{args.baseline}"):
                 ratios = [a / b for a, b in zip(rates["fp32"], rates[f"at_{args.baseline}"],
                                                 strict=False)]
@@ -274,7 +280,7 @@ def main() -> None:
         if baseline_lib:
             drop_baseline(baseline_dir)
 
-    cols = ["fp32", "compile", "bf16", "data"] + ([f"at_{args.baseline}"] if args.baseline else [])
+    cols = [c for c in ("fp32", "compile", "bf16", "unfused", "data") if c in variants] + ([f"at_{args.baseline}"] if args.baseline else [])
     print("\n| recipe | GFLOP/sample | " + " | ".join(f"{c} samples/s" for c in cols)
           + " | fp32 % of peak | " + ("speedup |" if args.baseline else ""))
     print("|---|---|" + "---|" * (len(cols) + 1 + bool(args.baseline)))

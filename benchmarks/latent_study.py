@@ -119,6 +119,12 @@ def study(run_dir: Path, clips: int, split: str) -> dict[str, float]:
     return result
 
 
+def label(run: Path) -> str:
+    """A run's name in the output: its folder and the folder above (`sparse/seed0`)."""
+    full = run.resolve()
+    return f"{full.parent.name}/{full.name}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -130,13 +136,13 @@ def main() -> None:
     for run in args.runs:
         results[run] = study(run, args.clips, args.split)
         for key, value in results[run].items():
-            print(f"{run.resolve().name}.{key}={value:.4f}", flush=True)
+            print(f"{label(run)}.{key}={value:.4f}", flush=True)
     keys = ["error_best", "error_prior", "context_r2", "leak_r2", "turn_context", "turn_latent",
             "turn_future", "nonzero"]
     print("| run | " + " | ".join(keys) + " |")
     for run, result in results.items():
         cells = [f"{result[k]:.3f}" if k in result else "-" for k in keys]
-        print(f"| {run.resolve().name} | " + " | ".join(cells) + " |")
+        print(f"| {label(run)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
