@@ -164,16 +164,18 @@ def test_the_page_renders_in_headless_chromium(evaluated_run, tmp_path):
                    check=True, capture_output=True, timeout=120)
     width, height = struct.unpack(">II", shot.read_bytes()[16:24])
     assert width == 1200 and height == 4000
-    script = ("<script>window.onload=()=>{document.title=[...document.images].map("
-              "i=>i.getBoundingClientRect().width*i.getBoundingClientRect().height).join(',')}"
-              "</script>")
+    script = ("<script>window.onload=()=>{document.title=[document.documentElement.scrollHeight,"
+              "...[...document.images].map(i=>i.getBoundingClientRect().width"
+              "*i.getBoundingClientRect().height)].join(',')}</script>")
     probe = tmp_path / "probe.html"
     probe.write_text(page.read_text().replace("</body>", script + "</body>"))
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
                           probe.as_uri()], check=True, capture_output=True, text=True,
                          timeout=120).stdout
-    areas = dom.split("<title>", 1)[1].split("</title>", 1)[0].split(",")
-    assert areas and all(float(a) > 0 for a in areas)
+    height, *areas = dom.split("<title>", 1)[1].split("</title>", 1)[0].split(",")
+    assert float(height) > 2000  # laid out: summary, tables and every figure, one under another
+    assert len(areas) == len(parse(page.read_text()).images)
+    assert all(float(a) > 10_000 for a in areas)  # every figure drawn, at least 100 x 100 px
 
 
 def test_pretrain_writes_a_report_unless_told_not_to(tmp_path, capsys):
