@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from polyjepa.listing import cache_dir
+from polyjepa.paths import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,7 @@ def cpu_bf16_is_faster() -> bool:
         cached[key] = measure_bf16_speedup()
         log.info("bf16 on this CPU: %.2fx fp32 on the probe layer (cached in %s)", cached[key], path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(cached, indent=1))
-            tmp.replace(path)
+            write_atomic(path, json.dumps(cached, indent=1).encode())
         except OSError:  # a read-only cache: measure again next time
             pass
     return float(cached[key]) >= MIN_SPEEDUP
