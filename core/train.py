@@ -106,6 +106,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     raise ConfigError(f"train.precision: unknown '{precision}'; use fp32, bf16, fp16 or auto")
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How checkpoints and `run.json` name an autocast dtype: "fp32" (None), "bfloat16", "float16"."""
+    return str(dtype or "fp32").replace("torch.", "")
+
+
 def compile_encoders(objective: Objective) -> None:
     """`train.compile`: `torch.compile` the encoder the objective trains and the one it exports
     (an EMA target), in place, so state-dict keys and checkpoints are unchanged. A graph dynamo
@@ -288,7 +293,7 @@ class Trainer:
             "rng": gather_objects(rng_state()),  # one per rank
             "config": C.to_dict(self.cfg),
             "meta": self.meta,
-            "precision": str(self.amp_dtype or "fp32").replace("torch.", ""),
+            "precision": precision_name(self.amp_dtype),
         }
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
@@ -659,7 +664,7 @@ def run_info(trainer: Trainer, recipe: str, overrides: list[str], run_dir: Path)
     previous = json.loads(old.read_text()) if old.is_file() else {}
     return {"recipe": recipe, "polyjepa": __version__, "commit": source_commit(),
             "torch": torch.__version__, "device": str(trainer.device),
-            "precision": str(trainer.amp_dtype or "fp32").replace("torch.", ""),
+            "precision": precision_name(trainer.amp_dtype),
             "world_size": trainer.dist.world_size,
             "command": ["polyjepa", "pretrain", recipe, *overrides, "--out", str(run_dir)],
             "wall_s": float(previous.get("wall_s", 0.0))}
