@@ -144,6 +144,22 @@ def test_point_cloud_crop_keeps_the_points_nearest_one_of_them():
         LocalCrop(fraction=0.0)
 
 
+def test_random_windows_slice_each_example_along_any_dim():
+    from polyjepa.crops import random_windows
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(5 * 12 * 3, dtype=torch.float32).view(5, 12, 3)  # [B, T, C]
+    out = random_windows(x, 4, 1, g)
+    assert out.shape == (5, 4, 3)
+    starts = ((out[:, 0, 0] - x[:, 0, 0]) / 3).long().tolist()
+    for i, start in enumerate(starts):
+        assert torch.equal(out[i], x[i, start:start + 4])
+    assert len(set(starts)) > 1 and all(0 <= s <= 8 for s in starts)  # per example, in range
+    assert torch.equal(random_windows(x, 12, 1, g), x)  # the whole length is the identity
+    with pytest.raises(ValueError, match="does not fit"):
+        random_windows(x, 13, 1, g)
+
+
 def test_audio_time_crop_is_a_window_of_each_example():
     g = torch.Generator().manual_seed(0)
     x = torch.arange(4 * 2 * 3 * 20, dtype=torch.float32).view(4, 2, 3, 20)

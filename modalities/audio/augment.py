@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from polyjepa.crops import random_windows
+
 EPS = float(torch.finfo(torch.float32).eps)
 
 
@@ -214,11 +216,7 @@ class TimeCrop(nn.Module):
         self.fraction = fraction
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        b, t = x.shape[0], x.shape[-1]
-        width = max(1, round(self.fraction * t))
-        start = torch.randint(t - width + 1, (b,), generator=generator).to(x.device)
-        index = start[:, None] + torch.arange(width, device=x.device)  # [B, W]
-        return x.gather(-1, index[:, None, None, :].expand(*x.shape[:-1], width))
+        return random_windows(x, max(1, round(self.fraction * x.shape[-1])), -1, generator)
 
 
 class RandomLinearFader(nn.Module):

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from polyjepa.crops import random_windows
+
 
 class ClipCrop:
     """A temporal and a spatial crop of each clip, `[B, T, C, H, W] -> [B, frames, C, H, W]`.
@@ -36,8 +38,7 @@ class ClipCrop:
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         b, t, c, h, w = x.shape
         n = t if self.frames is None else min(self.frames, t)
-        start = torch.randint(t - n + 1, (b, 1), generator=generator)
-        x = x[torch.arange(b)[:, None], start + torch.arange(n)]  # [B, n, C, H, W]
+        x = random_windows(x, n, 1, generator)  # [B, n, C, H, W]
         low, high = self.scale
         side = low + (high - low) * torch.rand(b, generator=generator, dtype=torch.float64)
         top = torch.rand(b, generator=generator, dtype=torch.float64) * (1 - side) * h
