@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Subset
 
 from polyjepa.build import build_masker, load_splits, recipe_from_dict
 from polyjepa.checkpoint import load_file
+from polyjepa.contracts import HasProbeTargets
 from polyjepa.encoders import gather_tokens
 from polyjepa.hub import load_objective
 from polyjepa.objectives import PredictiveVCR
@@ -109,7 +110,7 @@ def study(run_dir: Path, clips: int, split: str) -> dict[str, float]:
     if objective.latent_dim:
         result["nonzero"] = float((out["z"] != 0).mean())
     parent = dataset.dataset
-    targets = parent.probe_targets() if hasattr(parent, "probe_targets") else {}
+    targets = parent.probe_targets() if isinstance(parent, HasProbeTargets) else {}
     if "turn" in targets and latent_varies:
         turn = np.asarray(targets["turn"])[:len(out["z"])]
         for name, parts in (("turn_context", ["context"]), ("turn_latent", ["context", "z"]),
