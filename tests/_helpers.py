@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import logging
 import re
 from dataclasses import dataclass, field
@@ -17,12 +18,27 @@ from threadpoolctl import threadpool_limits
 
 from polyjepa import registry
 from polyjepa.build import Recipe, recipe_from_dict
+from polyjepa.catalog import summary_rows
 
 BUILTIN_MODALITIES = ("audio", "pointcloud", "tabular", "timeseries", "video")
 """The plugins our pyproject registers (sorted), as `polyjepa list` must show them."""
 THIRD_PARTY = Path(__file__).parent / "third_party" / "polyjepa_extra.py"
 EXTRA_EP = {"polyjepa.components": {"tabular.mlp_tokenizer": "polyjepa_extra:MLPTokenizer"}}
 """`polyjepa-extra`: a third-party distribution adding an MLP tokenizer to the tabular modality."""
+DEMOS = sorted(row["name"] for row in summary_rows() if row["scale"] == "demo")
+"""Every shipped demo recipe."""
+NEEDS = {"audio": ("librosa", "soundfile"), "video": ("av",)}
+"""Optional packages a modality's synthetic data or frontend reads through (skipped without)."""
+SYNTHETIC_FIT = {"video_tube_jepa": ["model.tokenizer.patch=8", "masker.min_keep=4"]}
+"""Overrides that fit a demo to its plugin's small synthetic clips (as tests/modalities do)."""
+
+
+def skip_without_extras(name: str) -> None:
+    """Skip a test of demo `name` when its modality's optional packages are not installed."""
+    modality = next(row["modality"] for row in summary_rows() if row["name"] == name)
+    missing = [m for m in NEEDS.get(modality, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{name}: {', '.join(missing)} not installed")
 
 
 @pytest.fixture(autouse=True)

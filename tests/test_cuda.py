@@ -10,15 +10,13 @@ CPU-against-CPU, to check the tests themselves where there is no GPU.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 
 import pytest
 import torch
-from _helpers import read_metrics
+from _helpers import DEMOS, SYNTHETIC_FIT, read_metrics, skip_without_extras
 
-from polyjepa.catalog import summary_rows
 from polyjepa.train import pretrain
 
 DEVICE = os.environ.get("POLYJEPA_TEST_DEVICE", "cuda")
@@ -27,15 +25,9 @@ pytestmark = [
     pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
                        reason="no CUDA device (run `pytest -m cuda` on a GPU machine)"),
 ]
-DEMOS = sorted(row["name"] for row in summary_rows() if row["scale"] == "demo")
-NEEDS = {"audio": ("librosa", "soundfile"), "video": ("av",)}
-"""Optional packages a modality's synthetic data or frontend reads through (skipped without)."""
 ONE_STEP = ["synthetic=true", "train.max_steps=1", "train.log_every=1", "train.progress=false",
             "train.probe_every=null", "train.keep_checkpoints=[]", "train.monitor_every=1000",
             "train.checkpoint_every=1000", "optim.warmup_steps=0"]
-
-SYNTHETIC_FIT = {"video_tube_jepa": ["model.tokenizer.patch=8", "masker.min_keep=4"]}
-"""Overrides that fit a demo to its plugin's small synthetic clips (as tests/modalities do)."""
 
 
 @pytest.fixture(autouse=True)
@@ -50,13 +42,6 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _skip_without_extras(name: str) -> None:
-    modality = next(row["modality"] for row in summary_rows() if row["name"] == name)
-    missing = [m for m in NEEDS.get(modality, ()) if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"{name}: {', '.join(missing)} not installed")
-
-
 def _first_loss(name: str, device: str, precision: str, out) -> float:
     run = pretrain(name, [*ONE_STEP, *SYNTHETIC_FIT.get(name, []), f"train.device={device}",
                           f"train.precision={precision}"], out)
@@ -65,7 +50,7 @@ def _first_loss(name: str, device: str, precision: str, out) -> float:
 
 @pytest.mark.parametrize("name", DEMOS)
 def test_a_demo_step_on_the_device_matches_the_cpu(name, tmp_path):
-    _skip_without_extras(name)
+    skip_without_extras(name)
     cpu = _first_loss(name, "cpu", "fp32", tmp_path / "cpu")
     fp32 = _first_loss(name, DEVICE, "fp32", tmp_path / "fp32")
     bf16 = _first_loss(name, DEVICE, "bf16", tmp_path / "bf16")

@@ -13,10 +13,17 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
-from _helpers import read_metrics, single_thread, tiny_recipe, write_recipe  # noqa: F401
+from _helpers import (  # noqa: F401
+    DEMOS,
+    SYNTHETIC_FIT,
+    read_metrics,
+    single_thread,
+    skip_without_extras,
+    tiny_recipe,
+    write_recipe,
+)
 
 from polyjepa import cli
-from polyjepa.catalog import summary_rows
 from polyjepa.evaluate import evaluate_run, format_table, save_report
 from polyjepa.report import build_report, thin, write_report
 from polyjepa.train import pretrain
@@ -187,22 +194,15 @@ def test_pretrain_writes_a_report_unless_told_not_to(tmp_path, capsys):
     assert not (tmp_path / "b" / "report.html").exists()
 
 
-DEMOS = sorted(row["name"] for row in summary_rows() if row["scale"] == "demo")
-
-
 @pytest.mark.parametrize("name", DEMOS)
 def test_every_demo_recipe_gets_a_report(name, tmp_path):
     """Two steps of each demo on its plugin's synthetic data, with the collapse monitor on:
     the page has the summary (recipe, steps) and loss and monitor curves as real images."""
-    needs = {"audio": ("librosa", "soundfile"), "video": ("av",)}
-    modality = next(row["modality"] for row in summary_rows() if row["name"] == name)
-    for module in needs.get(modality, ()):
-        pytest.importorskip(module)
-    fit = {"video_tube_jepa": ["model.tokenizer.patch=8", "masker.min_keep=4"]}
+    skip_without_extras(name)
     run = pretrain(name, ["synthetic=true", "train.max_steps=2", "train.log_every=1",
                           "train.progress=false", "train.probe_every=null",
                           "train.keep_checkpoints=[]", "train.monitor_every=1",
-                          "optim.warmup_steps=0", *fit.get(name, [])], tmp_path / name)
+                          "optim.warmup_steps=0", *SYNTHETIC_FIT.get(name, [])], tmp_path / name)
     page = parse(write_report([run]).read_text())
     text = (run / "report.html").read_text()
     assert {"summary", "curves"} <= set(page.ids), page.ids
