@@ -337,6 +337,7 @@ def _compute_map(run_dir: Path, limit: int) -> dict:
     from sklearn.manifold import TSNE
 
     from polyjepa.build import build_backbone, load_splits, recipe_from_dict
+    from polyjepa.data import DataSplit
     from polyjepa.evaluate import _features, encoder_file
     from polyjepa.hub import encoder_from_blob, read_any, read_run_config
     from polyjepa.train import seed_everything
@@ -348,8 +349,6 @@ def _compute_map(run_dir: Path, limit: int) -> dict:
     splits = load_splits(recipe)
     test = splits.test
     picks = np.sort(np.random.default_rng(0).permutation(len(test))[:limit])
-    from polyjepa.data import DataSplit
-
     subset = DataSplit(test, picks)
     seed_everything(recipe.cfg.train.seed + 1)
     encoders = {"pretrained": encoder_from_blob(blob, file), "random_init":
