@@ -8,6 +8,7 @@ import logging
 import math
 import pickle
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -650,18 +651,22 @@ def test_run_directory_contents(tmp_path):
     assert {"step", "objective", "optimizer", "scaler", "rng", "config", "meta"} <= set(state)
 
 
+def _first_losses(tmp_path: Path, name: str, overrides: list[str]) -> tuple[list[float], Path]:
+    """The 20 logged losses of a 20-step tiny run with `overrides`, and its run directory."""
+    raw = tiny_recipe(train={"max_steps": 20})
+    run = pretrain(write_recipe(raw, tmp_path), overrides, tmp_path / name)
+    return [r["loss"] for r in read_metrics(run) if "loss" in r], run
+
+
 def test_compile_keeps_the_fp32_loss_curve(tmp_path):
     """`train.compile` is not bit-exact by construction (fused kernels): the first 20 losses must
     match eager fp32 within float tolerance, and the checkpoint keeps eager's keys."""
     from torch._dynamo.utils import counters
 
-    raw = tiny_recipe(train={"max_steps": 20})
-    eager = pretrain(write_recipe(raw, tmp_path), [], tmp_path / "eager")
+    a, _ = _first_losses(tmp_path, "eager", [])
     graphs = counters["stats"]["unique_graphs"]
-    compiled = pretrain(write_recipe(raw, tmp_path), ["train.compile=true"], tmp_path / "compiled")
+    b, compiled = _first_losses(tmp_path, "compiled", ["train.compile=true"])
     assert counters["stats"]["unique_graphs"] > graphs  # compiled, not run eagerly
-    a = [r["loss"] for r in read_metrics(eager) if "loss" in r]
-    b = [r["loss"] for r in read_metrics(compiled) if "loss" in r]
     assert len(a) == len(b) == 20
     assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
     keys = torch.load(compiled / "checkpoints" / "last.pt", weights_only=True)["objective"].keys()
@@ -673,11 +678,8 @@ def test_fused_adamw_keeps_the_fp32_loss_curve_and_is_the_default(tmp_path):
     match within float tolerance (not bit-exact: the test would catch a wrong fused update)."""
     from polyjepa.train import adamw
 
-    raw = tiny_recipe(train={"max_steps": 20})
-    fused = pretrain(write_recipe(raw, tmp_path), [], tmp_path / "fused")
-    loop = pretrain(write_recipe(raw, tmp_path), ["optim.fused=false"], tmp_path / "loop")
-    a = [r["loss"] for r in read_metrics(fused) if "loss" in r]
-    b = [r["loss"] for r in read_metrics(loop) if "loss" in r]
+    a, _ = _first_losses(tmp_path, "fused", [])
+    b, _ = _first_losses(tmp_path, "loop", ["optim.fused=false"])
     assert len(a) == len(b) == 20 and a != b[:1] * 20
     assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
     weight = torch.nn.Parameter(torch.ones(3))
