@@ -94,6 +94,11 @@ class TrainConfig:
     precision: str = "fp32"
     # torch.compile the encoders in place (graphs dynamo cannot compile run eagerly, logged)
     compile: bool = False
+    # 2-D convolution weights (and so their activations) in channels-last memory, oneDNN's and
+    # cuDNN's fast layout: 1.2-1.6x faster steps for the CNN demos on CPU. Not bit-exact: PyTorch's
+    # channels-last CPU BatchNorm sums its statistics in fp32 (~3e-5 relative error, 4e-7
+    # contiguous; TF32, PyTorch's CUDA default for convolutions, ~1e-3). No effect without 4-D weights
+    channels_last: bool = True
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 500  # steps; the last step always saves

@@ -37,7 +37,7 @@ from polyjepa.hub import load_encoder, read_run_config
 from polyjepa.paths import write_atomic
 from polyjepa.pooling import pool, pooled_dim
 from polyjepa.schedules import warmup_cosine
-from polyjepa.train import adamw, param_groups, resolve_device, seed_everything
+from polyjepa.train import adamw, channels_last, param_groups, resolve_device, seed_everything
 from polyjepa.types import RawInput, Tokens
 
 RESULT_FILE = "finetune.json"
@@ -146,6 +146,8 @@ def finetune_run(run_dir: str | Path, overrides: Sequence[str] = (), device: str
     seed_everything(ft.seed)
     in_dim = pooled_dim(backbone, pooling, {**meta, **backbone.layout})
     model = Classifier(backbone, num_classes, pooling, in_dim, ft.mask_ratio, ft.mask_mode).to(dev)
+    if recipe.cfg.train.channels_last:
+        channels_last(model)
     optimizer = adamw(param_groups(model, ft.weight_decay), ft.lr, dev)
     batch_size = fitting_batch_size(ft.batch_size, len(train_set), "finetune.batch_size")
     sampler = SeededBatchSampler(len(train_set), batch_size, ft.seed)

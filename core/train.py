@@ -111,6 +111,16 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return str(dtype or "fp32").replace("torch.", "")
 
 
+def channels_last(module: nn.Module) -> nn.Module:
+    """`train.channels_last`: every 4-D parameter and buffer of `module` (2-D convolutions'
+    weights) in channels-last memory, in place, so convolutions and BatchNorm run in that layout;
+    tensors of other ranks (3-D convolutions included) are left as they are."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return module
+
+
 def compile_encoders(objective: Objective) -> None:
     """`train.compile`: `torch.compile` the encoder the objective trains and the one it exports
     (an EMA target), in place, so state-dict keys and checkpoints are unchanged. A graph dynamo
@@ -216,6 +226,8 @@ class Trainer:
             self.probe_sets = (probe_subset(train_set, limit, cfg.eval.seed),
                                probe_subset(run.splits.val, limit, cfg.eval.seed))
         self.objective = run.objective.to(self.device)
+        if cfg.train.channels_last:
+            channels_last(self.objective)
         if cfg.train.compile:
             compile_encoders(self.objective)
         if self.dist.enabled and cfg.train.sync_batchnorm:

@@ -198,11 +198,33 @@ def test_official_v1_checkpoint_imports_exactly(v1_512, source):
     with torch.no_grad():
         expected = model(lms)
     assert expected.shape == (4, 512)
-    # 1e-4: our channels-last convolutions sum in another order than the reference's layout (AMX
-    # CPUs differ by ~1e-5); a wrong weight mapping differs by orders of magnitude more
+    # 1e-4: a loaded encoder runs in the reference's layout, but the trainer's (train.channels_last)
+    # sums in another order (AMX CPUs differ by ~1e-5); a wrong weight mapping differs by far more
     torch.testing.assert_close(embed(backbone, lms), expected, atol=1e-4, rtol=1e-4)
     with torch.no_grad():  # BatchNorm's running statistics matter: train mode differs
         assert not torch.allclose(copy.deepcopy(model).train()(lms), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_conv_blocks_pool_before_relu_bit_for_bit_as_the_papers_order(layout):
+    """Our conv blocks max-pool before ReLU (ReLU on a 4x smaller tensor): in train mode (batch
+    statistics), the output and every gradient, the input's included, equal the authors'
+    conv-BN-ReLU-pool order exactly, in both memory layouts; a block that pooled before
+    BatchNorm, or anything else that is not an identity, would differ."""
+    ours = AudioNTT2020(n_mels=64, d=32).features
+    theirs = nn.Sequential(*conv_block(1), *conv_block(64), *conv_block(64))
+    theirs.load_state_dict(ours.state_dict())
+    x = random_lms(b=6, seed=7).contiguous(memory_format=layout)
+    ours, theirs = ours.to(memory_format=layout), theirs.to(memory_format=layout)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), theirs(xb)
+    assert ya.shape == (6, 64, 8, 12) and torch.equal(ya, yb)
+    grad = torch.randn(ya.shape, generator=gen(8))
+    ya.backward(grad)
+    yb.backward(grad)
+    assert torch.equal(xa.grad, xb.grad) and xa.grad.abs().sum() > 0
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad)
 
 
 @pytest.mark.parametrize("nest", [False, True])
