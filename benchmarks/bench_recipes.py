@@ -3,6 +3,10 @@
 For each recipe, in one run on this machine:
 - FLOPs per training sample: one real training step (forward, backward, target/EMA update,
   device-side augmentations) under `torch.utils.flop_counter.FlopCounterMode`;
+- where the step's time goes: the shares of a few steps' profiled self time spent in matrix
+  products and convolutions, attention, normalization, the other ATen operations (pointwise,
+  reductions, copies: memory- or per-operation-bound), the optimizer, the data loader and the
+  framework (`<recipe>.time_share_<kind>=`), so a recipe far from peak shows what bounds it;
 - steady-state samples/s of the trainer's own step (warm-up steps excluded), the median of
   interleaved rounds, each round a fresh process per variant; achieved GFLOP/s and the fraction
   of the machine's measured matmul peak (fp32; bf16 for the bf16 variant);
@@ -10,7 +14,9 @@ For each recipe, in one run on this machine:
   CPU has native bf16, or on CUDA), `data` (the data pipeline alone: loader, collate, transfer,
   frontend and device-side augmentations, no model step), so the table shows whether the model
   or the data bounds a step; `unfused` (`optim.fused=false`: AdamW's per-tensor loop, printing
-  `<recipe>.fused_adamw_speedup=`);
+  `<recipe>.fused_adamw_speedup=`); `contiguous` (`train.channels_last=false`, printing
+  `<recipe>.channels_last_speedup=`); `unpooled` (`train.reuse_memory=false`: glibc's default
+  malloc, printing `<recipe>.reuse_memory_speedup=`);
 - `--baseline REV`: the same recipes at another commit (built from a temporary `git worktree`,
   run in their own processes, interleaved with the current tree's), printing
   `<recipe>.speedup_vs_<REV>=<current fp32 samples/s / REV's>` per recipe (the median of the
@@ -39,8 +45,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANT_OVERRIDES = {"compile": ["train.compile=true"], "unfused": ["optim.fused=false"]}
+VARIANT_OVERRIDES = {"compile": ["train.compile=true"], "unfused": ["optim.fused=false"],
+                     "contiguous": ["train.channels_last=false"],
+                     "unpooled": ["train.reuse_memory=false"]}
 """Variants that are the fp32 step with other settings."""
+LEVERS = {"unfused": "fused_adamw", "contiguous": "channels_last", "unpooled": "reuse_memory"}
+"""Variants that turn one default lever off: `<recipe>.<lever>_speedup=` is fp32 over them."""
 RESULT = "RESULT "  # a worker's one line of JSON
 
 
@@ -66,6 +76,48 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+SHARES = {"matmul_conv": "mm/conv", "attention": "attn", "normalization": "norm",
+          "elementwise": "elem", "optimizer": "opt", "data": "data", "framework": "fw"}
+"""Where a step's time goes (`<recipe>.time_share_<kind>=`), and the table's short names."""
+
+
+def op_kind(name: str) -> str:
+    """The `SHARES` kind of a profiler event: matrix products and convolutions (compute-bound),
+    attention kernels, Batch/LayerNorm, the rest of ATen (pointwise, reductions, copies, indexing:
+    memory- or per-operation-bound), the optimizer, the data loader, and the framework itself
+    (autograd engine, Python)."""
+    if "scaled_dot_product" in name:
+        return "attention"
+    if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm") or "convolution" in name:
+        return "matmul_conv"
+    if "batch_norm" in name or "layer_norm" in name:
+        return "normalization"
+    if "adamw" in name.lower() or name.startswith("Optimizer."):
+        return "optimizer"
+    if "DataLoader" in name:
+        return "data"
+    return "elementwise" if name.startswith("aten::") else "framework"
+
+
+def time_shares(trainer, batches, steps: int, device: str) -> dict[str, float]:
+    """Each `SHARES` kind's share of the self time of `steps` training steps (torch.profiler; the
+    device's time on CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda")
+                                           else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer._train_step(batches)
+        _sync(device)
+    totals = dict.fromkeys(SHARES, 0.0)
+    for event in prof.key_averages():
+        cost = event.self_device_time_total if device.startswith("cuda") else event.self_cpu_time_total
+        totals[op_kind(event.key)] += cost
+    whole = sum(totals.values()) or 1.0
+    return {kind: value / whole for kind, value in totals.items()}
+
+
 def _batch_size(trainer) -> int:
     return int(getattr(trainer, "batch_size", trainer.cfg.train.batch_size)) * int(
         trainer.cfg.train.accumulate)
@@ -84,7 +136,8 @@ def worker(spec: dict) -> dict:
         trainer._train_step(batches)  # lazily built state (optimizer moments, caches)
         with FlopCounterMode(display=False) as counter:
             trainer._train_step(batches)
-        return {"flops_per_sample": counter.get_total_flops() / size}
+        shares = time_shares(trainer, batches, spec["warmup"], spec["device"])
+        return {"flops_per_sample": counter.get_total_flops() / size, "shares": shares}
     if spec["variant"] == "data":
         objective, device = trainer.objective, trainer.device
         chain = getattr(objective, "augmentations", [])  # BYOL / LeJEPA's device-side views
@@ -228,7 +281,7 @@ def main() -> None:
                 synthetic, overrides = True, ["synthetic=true"]
                 base["overrides"] = overrides
                 counted = run_worker({**base, "variant": "flops"}, None)
-            flops = counted.get("flops_per_sample")
+            flops, shares = counted.get("flops_per_sample"), counted.get("shares", {})
             runs: list[tuple[str, str | None, dict]] = []
             for variant in variants:
                 spec = {**base, "variant": variant}
@@ -249,10 +302,12 @@ def main() -> None:
                     else:
                         rates[name].append(out["samples_per_s"])
             row = {"recipe": recipe, "source": "synthetic" if synthetic else "demo data",
-                   "flops_per_sample": flops}
+                   "flops_per_sample": flops, "shares": shares}
             print(f"{recipe}.data_source={row['source']}")
             if flops:
                 print(f"{recipe}.gflops_per_sample={flops / 1e9:.4f}")
+            for kind, share in shares.items():
+                print(f"{recipe}.time_share_{kind}={share:.3f}")
             for name, values in rates.items():
                 if not values:
                     print(f"{recipe}.{name}_error={errors.get(name, 'no result')}")
@@ -266,9 +321,11 @@ def main() -> None:
                     row[f"{name}_peak"] = achieved / ref
                     print(f"{recipe}.{name}_gflops={achieved:.2f}")
                     print(f"{recipe}.{name}_fraction_of_peak={achieved / ref:.4f}")
-            if rates.get("fp32") and rates.get("unfused"):  # the fused optimizer's share
-                ratios = [a / b for a, b in zip(rates["fp32"], rates["unfused"], strict=False)]
-                print(f"{recipe}.fused_adamw_speedup={statistics.median(ratios):.3f}")
+            for variant, lever in LEVERS.items():  # each default lever's share of the step
+                if rates.get("fp32") and rates.get(variant):
+                    ratios = [a / b for a, b in zip(rates["fp32"], rates[variant], strict=False)]
+                    row[f"{lever}_speedup"] = statistics.median(ratios)
+                    print(f"{recipe}.{lever}_speedup={row[f'{lever}_speedup']:.3f}")
             if baseline_lib and rates.get("fp32") and rates.get(f"at_{args.baseline}"):
                 ratios = [a / b for a, b in zip(rates["fp32"], rates[f"at_{args.baseline}"],
                                                 strict=False)]
@@ -280,10 +337,12 @@ def main() -> None:
         if baseline_lib:
             drop_baseline(baseline_dir)
 
-    cols = [c for c in ("fp32", "compile", "bf16", "unfused", "data") if c in variants] + ([f"at_{args.baseline}"] if args.baseline else [])
+    cols = [c for c in ("fp32", "compile", "bf16", *LEVERS, "data") if c in variants]
+    cols += [f"at_{args.baseline}"] if args.baseline else []
     print("\n| recipe | GFLOP/sample | " + " | ".join(f"{c} samples/s" for c in cols)
-          + " | fp32 % of peak | " + ("speedup |" if args.baseline else ""))
-    print("|---|---|" + "---|" * (len(cols) + 1 + bool(args.baseline)))
+          + " | fp32 % of peak | " + ("speedup | " if args.baseline else "")
+          + "where the fp32 step's time goes (%) |")
+    print("|---|---|" + "---|" * (len(cols) + 2 + bool(args.baseline)))
     for row in table:
         flops = row["flops_per_sample"]
         cells = [f"{row[c]:.1f}" if c in row else "-" for c in cols]
@@ -291,7 +350,9 @@ def main() -> None:
         speed = [f"{row['speedup']:.2f}x" if "speedup" in row else "-"] if args.baseline else []
         print(f"| {row['recipe']} | {flops / 1e9:.3f} | " if flops else f"| {row['recipe']} | - | ",
               end="")
-        print(" | ".join([*cells, share, *speed]) + " |")
+        where = " ".join(f"{SHARES[k]} {100 * v:.0f}" for k, v in
+                         sorted(row["shares"].items(), key=lambda kv: -kv[1]) if v >= 0.005)
+        print(" | ".join([*cells, share, *speed, where or "-"]) + " |")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from polyjepa.allocator import reuse_freed_memory
 from polyjepa.build import Recipe, load_datasets, recipe_from_dict
 from polyjepa.checkpoint import cpu_state, save_atomic
 from polyjepa.config import check_override_scope, to_dict
@@ -136,6 +137,8 @@ def finetune_run(run_dir: str | Path, overrides: Sequence[str] = (), device: str
                                       list(overrides))
     ft = recipe.cfg.finetune
     dev = resolve_device(device)
+    if recipe.cfg.train.reuse_memory and dev.type == "cpu":
+        reuse_freed_memory()
     train_set, test_set, meta = load_datasets(recipe)
     num_classes = int(meta.get("num_classes", 0))
     if num_classes < 2:

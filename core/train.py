@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from polyjepa import config as C
+from polyjepa.allocator import reuse_freed_memory
 from polyjepa.build import Recipe, assemble, load_recipe, recipe_from_dict
 from polyjepa.checkpoint import load_file, load_state, save_atomic
 from polyjepa.contracts import Objective, StepAware
@@ -214,6 +215,8 @@ class Trainer:
         self.cfg = cfg = recipe.cfg
         self.run_dir = run_dir
         self.dist, self.device = init_distributed(resolve_device(cfg.train.device))
+        if cfg.train.reuse_memory and self.device.type == "cpu":
+            reuse_freed_memory()
         quiet_other_ranks(self.dist.rank)
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
