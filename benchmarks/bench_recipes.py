@@ -83,9 +83,9 @@ SHARES = {"matmul_conv": "mm/conv", "attention": "attn", "normalization": "norm"
 
 def op_kind(name: str) -> str:
     """The `SHARES` kind of a profiler event: matrix products and convolutions (compute-bound),
-    attention kernels, Batch/LayerNorm, the rest of ATen (pointwise, reductions, copies, indexing:
-    memory- or per-operation-bound), the optimizer, the data loader, and the framework itself
-    (autograd engine, Python)."""
+    attention kernels, Batch/LayerNorm, the other operators (ATen's pointwise, reductions, copies,
+    indexing; torchvision's: memory- or per-operation-bound), the optimizer, the data loader, and
+    the framework itself (autograd engine, Python)."""
     if "scaled_dot_product" in name:
         return "attention"
     if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm") or "convolution" in name:
@@ -96,7 +96,7 @@ def op_kind(name: str) -> str:
         return "optimizer"
     if "DataLoader" in name:
         return "data"
-    return "elementwise" if name.startswith("aten::") else "framework"
+    return "elementwise" if "::" in name and not name.startswith("autograd::") else "framework"
 
 
 def time_shares(trainer, batches, steps: int, device: str) -> dict[str, float]:
@@ -134,9 +134,12 @@ def worker(spec: dict) -> dict:
         from torch.utils.flop_counter import FlopCounterMode
 
         trainer._train_step(batches)  # lazily built state (optimizer moments, caches)
-        with FlopCounterMode(display=False) as counter:
-            trainer._train_step(batches)
         shares = time_shares(trainer, batches, spec["warmup"], spec["device"])
+        try:
+            with FlopCounterMode(display=False) as counter:
+                trainer._train_step(batches)
+        except RuntimeError as exc:  # e.g. a step that calls autograd.grad (latent inference)
+            return {"shares": shares, "flops_error": str(exc).splitlines()[0]}
         return {"flops_per_sample": counter.get_total_flops() / size, "shares": shares}
     if spec["variant"] == "data":
         objective, device = trainer.objective, trainer.device
@@ -306,6 +309,8 @@ def main() -> None:
             print(f"{recipe}.data_source={row['source']}")
             if flops:
                 print(f"{recipe}.gflops_per_sample={flops / 1e9:.4f}")
+            elif "flops_error" in counted:
+                print(f"{recipe}.flops_error=FlopCounterMode failed: {counted['flops_error']}")
             for kind, share in shares.items():
                 print(f"{recipe}.time_share_{kind}={share:.3f}")
             for name, values in rates.items():
