@@ -117,8 +117,9 @@ def channels_last(module: nn.Module) -> nn.Module:
     weights) in channels-last memory, in place, so convolutions and BatchNorm run in that layout;
     tensors of other ranks (3-D convolutions included) are left as they are."""
     for tensor in [*module.parameters(), *module.buffers()]:
-        if tensor.dim() == 4:
-            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+        if tensor.dim() == 4:  # `to`, not `contiguous`: a 1-channel weight must be restrided too,
+            # or a 1-channel input's convolution (a spectrogram's, a grey frame's) runs contiguous
+            tensor.data = tensor.data.to(memory_format=torch.channels_last)
     return module
 
 

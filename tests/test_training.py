@@ -682,8 +682,8 @@ def test_channels_last_keeps_a_cnn_demos_fp32_loss_curve(tmp_path, demo):
     0.5 % (measured: 0.26 % for BYOL-A, 7e-5 for VJ-VCR; PyTorch's channels-last CPU BatchNorm
     sums its statistics in fp32, 3e-5 relative error against 4e-7 contiguous, and Adam's first
     steps move each weight by about lr whatever its gradient's size, so near-zero gradients
-    whose sign rounding flips matter); the convolution weights really are channels-last (saved
-    with their strides)."""
+    whose sign rounding flips matter); every convolution weight really is channels-last, the
+    1-channel first layer's too (saved with their strides)."""
     skip_without_extras(demo)
     steps = ["synthetic=true", "train.max_steps=20", "train.log_every=1", "train.progress=false",
              "train.batch_size=32", "train.probe_every=null", "train.keep_checkpoints=[]",
@@ -693,8 +693,8 @@ def test_channels_last_keeps_a_cnn_demos_fp32_loss_curve(tmp_path, demo):
         run = pretrain(demo, [*steps, f"train.channels_last={flag}"], tmp_path / flag)
         losses[flag] = [r["loss"] for r in read_metrics(run) if "loss" in r]
         state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["objective"]
-        convs = [w for w in state.values() if w.dim() == 4 and w.shape[1] > 1]
-        layouts[flag] = {w.is_contiguous(memory_format=torch.channels_last) for w in convs}
+        # channels innermost (stride 1), the 1-channel first convolution's weight included
+        layouts[flag] = {w.stride(1) == 1 for w in state.values() if w.dim() == 4}
     assert layouts == {"true": {True}, "false": {False}}
     assert len(losses["true"]) == 20 and losses["true"] != losses["true"][:1] * 20
     assert losses["true"][0] == pytest.approx(losses["false"][0], rel=1e-5)
