@@ -95,7 +95,7 @@ class TrainConfig:
     # torch.compile the encoders in place (graphs dynamo cannot compile run eagerly, logged)
     compile: bool = False
     # 2-D convolution weights (and so their activations) in channels-last memory, oneDNN's and
-    # cuDNN's fast layout: 1.2-1.6x faster steps for the CNN demos on CPU. Not bit-exact: PyTorch's
+    # cuDNN's fast layout: 1.2-1.5x faster steps for the CNN demos on CPU. Not bit-exact: PyTorch's
     # channels-last CPU BatchNorm sums its statistics in fp32 (~3e-5 relative error, 4e-7
     # contiguous; TF32, PyTorch's CUDA default for convolutions, ~1e-3). No effect without 4-D weights
     channels_last: bool = True
