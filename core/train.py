@@ -569,7 +569,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 RUN_SETTINGS = {"train.auto_resume", "train.num_workers", "train.progress", "train.device",
-                "train.tensorboard"}
+                "train.tensorboard", "train.reuse_memory"}
 """Keys that say how to run, not what to train: they may change when a run is resumed."""
 
 

@@ -550,6 +550,16 @@ def test_auto_resume_continues_an_interrupted_run(tmp_path, tiny_recipe, monkeyp
     assert_same_run(run, reference)
 
 
+def test_auto_resume_accepts_settings_of_how_to_run(tmp_path, tiny_recipe, monkeypatch, capsys):
+    """Settings that change how a run runs, not what it computes (the allocator, the progress
+    bar), may differ when the same run is restarted."""
+    recipe, run = interrupted_run(tmp_path, tiny_recipe, monkeypatch)
+    steps = count_steps(monkeypatch)
+    assert main(["pretrain", str(recipe), "train.reuse_memory=false", "train.progress=false",
+                 "--out", str(run)]) == 0
+    assert steps == list(range(K + 1, 2 * K + 1))
+
+
 def test_auto_resume_false_refuses_the_same_command(tmp_path, tiny_recipe, monkeypatch, capsys):
     recipe, run = interrupted_run(tmp_path, tiny_recipe, monkeypatch, auto_resume=False)
     capsys.readouterr()
