@@ -15,7 +15,7 @@ import os
 
 import pytest
 import torch
-from _helpers import DEMOS, SYNTHETIC_FIT, read_metrics, skip_without_extras
+from _helpers import DEMOS, SHORT_DEMO_RUN, SYNTHETIC_FIT, read_metrics, skip_without_extras
 
 from polyjepa.train import pretrain
 
@@ -25,9 +25,8 @@ pytestmark = [
     pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
                        reason="no CUDA device (run `pytest -m cuda` on a GPU machine)"),
 ]
-ONE_STEP = ["synthetic=true", "train.max_steps=1", "train.log_every=1", "train.progress=false",
-            "train.probe_every=null", "train.keep_checkpoints=[]", "train.monitor_every=1000",
-            "train.checkpoint_every=1000", "optim.warmup_steps=0"]
+ONE_STEP = [*SHORT_DEMO_RUN, "train.max_steps=1", "train.monitor_every=1000",
+            "optim.warmup_steps=0"]
 
 
 @pytest.fixture(autouse=True)

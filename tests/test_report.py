@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 import pytest
 from _helpers import (  # noqa: F401
     DEMOS,
+    SHORT_DEMO_RUN,
     SYNTHETIC_FIT,
     read_metrics,
     single_thread,
@@ -199,9 +200,7 @@ def test_every_demo_recipe_gets_a_report(name, tmp_path):
     """Two steps of each demo on its plugin's synthetic data, with the collapse monitor on:
     the page has the summary (recipe, steps) and loss and monitor curves as real images."""
     skip_without_extras(name)
-    run = pretrain(name, ["synthetic=true", "train.max_steps=2", "train.log_every=1",
-                          "train.progress=false", "train.probe_every=null",
-                          "train.keep_checkpoints=[]", "train.monitor_every=1",
+    run = pretrain(name, [*SHORT_DEMO_RUN, "train.max_steps=2", "train.monitor_every=1",
                           "optim.warmup_steps=0", *SYNTHETIC_FIT.get(name, [])], tmp_path / name)
     page = parse(write_report([run]).read_text())
     text = (run / "report.html").read_text()

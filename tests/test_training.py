@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from _helpers import (
+    SHORT_DEMO_RUN,
     Interrupt,
     assert_state_equal,
     build,
@@ -685,9 +686,8 @@ def test_channels_last_keeps_a_cnn_demos_fp32_loss_curve(tmp_path, demo):
     whose sign rounding flips matter); every convolution weight really is channels-last, the
     1-channel first layer's too (saved with their strides)."""
     skip_without_extras(demo)
-    steps = ["synthetic=true", "train.max_steps=20", "train.log_every=1", "train.progress=false",
-             "train.batch_size=32", "train.probe_every=null", "train.keep_checkpoints=[]",
-             "train.checkpoint_every=1000", "train.monitor_every=1000"]
+    steps = [*SHORT_DEMO_RUN, "train.max_steps=20", "train.batch_size=32",
+             "train.monitor_every=1000"]
     losses, layouts = {}, {}
     for flag in ("true", "false"):
         run = pretrain(demo, [*steps, f"train.channels_last={flag}"], tmp_path / flag)
