@@ -20,7 +20,8 @@ from torch import nn
 
 from polyjepa import config as C
 from polyjepa.contracts import Objective, conform
-from polyjepa.data import Collate, carve_validation
+from polyjepa.budget import Budget, resolve_budget
+from polyjepa.data import Collate, carve_validation, fitting_batch_size
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError
 from polyjepa.paths import DATA_ROOT_ENV, data_root
@@ -255,14 +256,17 @@ def build_objective(recipe: Recipe, meta: dict, augmentations: Sequence[Any] = (
     return call_factory(cfg.objective, "objective", "objective", recipe, context)
 
 
-def build_masker(recipe: Recipe, meta: dict, layout: dict | None = None) -> Any:
+def build_masker(recipe: Recipe, meta: dict, layout: dict | None = None,
+                 steps: int | None = None) -> Any:
     """The recipe's masker; options it omits come from `meta`, the tokenizer's `layout` (token
-    grid) and `total_batches` (micro-batches of the whole run, for curricula)."""
+    grid) and `total_batches` (micro-batches of the whole run of `steps` optimizer steps,
+    `train.max_steps` by default, for curricula)."""
     spec = recipe.cfg.masker
     if spec is None:
         return None
     train = recipe.cfg.train
-    context = {**meta, **(layout or {}), "total_batches": train.max_steps * train.accumulate}
+    steps = train.max_steps if steps is None else steps
+    context = {**meta, **(layout or {}), "total_batches": steps * train.accumulate}
     return call_factory(spec, "masker", "masker", recipe, context)
 
 
@@ -300,20 +304,29 @@ def split_local_augmentations(local: list[Any], on_device: bool) -> tuple[list[A
 
 @dataclass
 class Run:
-    """A recipe assembled for training, in one place (`assemble`): its data, its objective
-    (backbone, heads, regularizers, device-side augmentations) and the collate that draws each
-    batch's masks and views. The trainer adds only what depends on the process: device, DDP,
-    loader, optimizer."""
+    """A recipe assembled for training, in one place (`assemble`): its data, its length, its
+    objective (backbone, heads, regularizers, device-side augmentations) and the collate that
+    draws each batch's masks and views. The trainer adds only what depends on the process:
+    device, DDP, loader, optimizer."""
 
     recipe: Recipe
     splits: Splits
+    batch_size: int  # per process: `train.batch_size`, or the samples each has when fewer
+    budget: Budget
     objective: Objective
     collate: Collate
 
 
-def assemble(recipe: Recipe) -> Run:
-    """Recipe -> plugin's data -> backbone -> masker -> objective -> collate."""
+def assemble(recipe: Recipe, world_size: int = 1) -> Run:
+    """Recipe -> plugin's data -> batch size and length -> backbone -> masker -> objective ->
+    collate, for a run over `world_size` processes."""
     splits = load_splits(recipe)
+    train = recipe.cfg.train
+    # the batch fits the data: a small dataset trains on batches of all of it
+    batch_size = fitting_batch_size(train.batch_size, len(splits.train), "train.batch_size",
+                                    world_size)
+    budget = resolve_budget(train, recipe.cfg.optim.warmup_steps, len(splits.train), batch_size,
+                            world_size)
     collate_side, device_side = split_augmentations(build_augmentations(recipe, splits.meta))
     try:
         collate_local, device_local = split_local_augmentations(
@@ -321,7 +334,7 @@ def assemble(recipe: Recipe) -> Run:
     except ConfigError as exc:
         raise ConfigError(f"{recipe.source}: {exc}") from None
     backbone = build_backbone(recipe, splits.meta)
-    masker = build_masker(recipe, splits.meta, backbone.layout)
+    masker = build_masker(recipe, splits.meta, backbone.layout, budget.steps)
     objective = build_objective(recipe, splits.meta, device_side, backbone, masker, device_local)
     if recipe.cfg.local_augmentations and objective.num_global_views is None:
         raise ConfigError(
@@ -330,4 +343,4 @@ def assemble(recipe: Recipe) -> Run:
             "objective.global_views < objective.views) or remove local_augmentations")
     collate = Collate(masker, collate_side, objective.num_views, collate_local,
                       objective.num_global_views)
-    return Run(recipe, splits, objective, collate)
+    return Run(recipe, splits, batch_size, budget, objective, collate)

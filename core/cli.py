@@ -63,6 +63,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     if (run_dir / "encoder.pt").exists():
         print(f"trained encoder: {run_dir / 'encoder.pt'}")
         print(f"evaluate it with: polyjepa eval {run_dir}")
+        selection = json.loads((run_dir / "run.json").read_text()).get("selection")
+        if selection:  # the run's verdict, last
+            print(selection["verdict"])
     else:
         words = ["polyjepa", "pretrain", args.recipe, *args.overrides, "--out", str(run_dir),
                  "--resume"]

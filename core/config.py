@@ -85,7 +85,12 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000  # optimizer steps
+    max_steps: int = 1000  # optimizer steps; with max_epochs, the most the run may take
+    # Steps from the data: this many passes over the training split, never fewer than
+    # `min_steps` nor more than `max_steps` optimizer steps (None: always `max_steps`). Warm-up
+    # shrinks with the run (`polyjepa.budget`).
+    max_epochs: float | None = None
+    min_steps: int = 1
     batch_size: int = 64  # per process, per micro-batch
     accumulate: int = 1  # micro-batches per optimizer step
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -123,6 +128,13 @@ class TrainConfig:
     # `polyjepa eval RUN --checkpoint N`): at these steps, and every `keep_every` steps.
     keep_checkpoints: list[int] = field(default_factory=list)
     keep_every: int | None = None
+    # Which encoder `encoder.pt` holds: "last" (the last step's), "val_probe" (the best online
+    # probe, `probe/linear`, on the validation split) or "rankme" (the highest RankMe of the
+    # training samples' embeddings, label-free). Candidates: step 0 (the random initialisation),
+    # every `probe_every` steps (at least 4 evenly spread through the run) and the last step;
+    # a tie (accuracy, then the ridge probe's squared error) goes to the earlier step. `val_probe` falls back to `rankme`, saying so, when the
+    # validation split has fewer than 3 labelled samples of some class (`polyjepa.selection`).
+    select: str = "last"
 
 
 @dataclass
@@ -458,11 +470,12 @@ def validate(raw: dict, source: str, data_schema: type | None) -> RecipeConfig:
 CHOICES = {
     "ema.schedule": ("cosine", "linear", "constant"),
     "train.precision": ("fp32", "bf16", "fp16", "auto"),
+    "train.select": ("last", "val_probe", "rankme"),
     "eval.pooling": POOLINGS,
     "eval.split": ("test", "val"),
     "scale": ("paper", "demo"),
 }
-AT_LEAST_ONE = ("max_steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
+AT_LEAST_ONE = ("max_steps", "min_steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
                 "monitor_every")
 
 
@@ -514,6 +527,13 @@ def _check_split_keys(cfg: RecipeConfig, source: str) -> None:
             raise ConfigError(f"{source}: train.probe_every scores on the validation split; set "
                               "data.val_fraction (e.g. data.val_fraction=0.1) or "
                               "train.probe_every=null")
+    if t.select != "last" and t.probe_every is None:
+        raise ConfigError(f"{source}: train.select={t.select} picks among the encoders probed every "
+                          "train.probe_every steps; set train.probe_every (e.g. "
+                          "train.probe_every=100) or train.select=last")
+    if t.select == "val_probe" and fraction == 0:
+        raise ConfigError(f"{source}: train.select=val_probe scores on the validation split; set "
+                          "data.val_fraction (e.g. data.val_fraction=0.1) or train.select=rankme")
     if t.probe_samples < 2:
         raise ConfigError(f"{source}: train.probe_samples must be >= 2, got {t.probe_samples}")
     if any(s < 1 for s in t.keep_checkpoints) or (t.keep_every is not None and t.keep_every < 1):
@@ -533,6 +553,12 @@ def check_values(cfg: RecipeConfig, source: str) -> None:
     for key in AT_LEAST_ONE:
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"{source}: train.{key} must be >= 1, got {getattr(cfg.train, key)}")
+    if cfg.train.max_epochs is not None and cfg.train.max_epochs <= 0:
+        raise ConfigError(f"{source}: train.max_epochs must be > 0 (or null: train.max_steps "
+                          f"steps), got {cfg.train.max_epochs}")
+    if cfg.train.min_steps > cfg.train.max_steps:
+        raise ConfigError(f"{source}: train.min_steps={cfg.train.min_steps} is above "
+                          f"train.max_steps={cfg.train.max_steps}")
     if cfg.train.num_workers < 0:
         raise ConfigError(f"{source}: train.num_workers must be >= 0")
     for key, options in CHOICES.items():

@@ -324,7 +324,19 @@ def _evaluate(run_dir: Path, data_path: str | None, device: str, test_fraction: 
         result.setdefault("n_test", len(splits.test))
     if checkpoint is not None:
         result["checkpoint"] = checkpoint
+    else:
+        selection = _selection(run_dir)
+        if selection is not None:
+            result["selection"] = selection
     return result, scores
+
+
+def _selection(run_dir: Path) -> dict | None:
+    """`run.json`'s `selection` (`train.select`): which step `encoder.pt` holds and why."""
+    info = run_dir / "run.json"
+    if not info.is_file():
+        return None
+    return json.loads(info.read_text()).get("selection")
 
 
 def _say(progress: bool, text: str) -> None:
@@ -531,6 +543,8 @@ def format_table(result: dict) -> str:
             lines += [f"{name}:", *_rows(value["table"])]
     split = " on the validation split" if result.get("split") == "val" else ""
     lines.append(f"(n_train={result['n_train']}, n_test={result['n_test']}{split})")
+    if "selection" in result:
+        lines.append(f"({result['selection']['verdict']})")
     reading = comparison(result)
     if reading:
         lines.append(reading)

@@ -12,21 +12,50 @@ errors only on processes other than rank 0 (`quiet_other_ranks`).
 from __future__ import annotations
 
 import logging
+import sys
+import typing
 
 NAME = "polyjepa"
+RUN = f"{NAME}.run"
+"""A run's own account at INFO level: the data and length it resolved at its start, which
+encoder it kept at its end. The command line shows it; a library user sees it by setting this
+logger to INFO."""
+
+
+def run_log() -> logging.Logger:
+    """The logger of a run's account (`RUN`)."""
+    return logging.getLogger(RUN)
 
 
 def quiet_other_ranks(rank: int) -> None:
-    """Rank 0 logs warnings and above; the other processes only errors (one message per run,
-    not one per process)."""
+    """Rank 0 logs warnings and above (and the run's account where it is shown); the other
+    processes only errors (one message per run, not one per process)."""
     logging.getLogger(NAME).setLevel(logging.WARNING if rank == 0 else logging.ERROR)
+    if rank != 0:
+        run_log().setLevel(logging.ERROR)
 
 
 def show_on_stderr() -> None:
-    """Print polyjepa's messages on stderr as `polyjepa: <message>` (once; the command line)."""
+    """Print polyjepa's messages on stderr as `polyjepa: <message>` (once; the command line),
+    with the run's account (`RUN`)."""
+    run_log().setLevel(logging.INFO)
     logger = logging.getLogger(NAME)
     if not any(getattr(h, "polyjepa_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("polyjepa: %(message)s"))
         handler.polyjepa_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a message comes (not the stream it was made
+    with), so that a process that replaces stderr (a test's capture) never writes to a closed
+    one."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> typing.TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: typing.TextIO) -> None:
+        pass

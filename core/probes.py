@@ -53,9 +53,17 @@ def knn_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
 def online_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                  k: int = 20) -> dict[str, float]:
     """The trainer's cheap probe: `probe/knn` (distance-weighted kNN) and `probe/linear` (a
-    ridge classifier, closed form) on standardised features, scored on the validation split."""
+    ridge classifier, closed form) on standardised features, scored on the validation split,
+    and `probe/linear_mse`, the ridge's squared error against the validation labels' ±1 codes
+    (the continuous score behind its accuracy, which breaks ties of `train.select=val_probe`)."""
     if len(np.unique(y_train)) < 2:
         return {}
     ridge = make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.0)).fit(x_train, y_train)
+    scores = ridge.decision_function(x_val)
+    classes = ridge.classes_
+    codes = np.where(y_val[:, None] == classes[None], 1.0, -1.0)  # [N, K]
+    if scores.ndim == 1:  # two classes: one score, positive for classes[1]
+        codes = codes[:, 1]
     return {"probe/knn": knn_probe(x_train, y_train, x_val, y_val, k),
-            "probe/linear": float(ridge.score(x_val, y_val))}
+            "probe/linear": float(ridge.score(x_val, y_val)),
+            "probe/linear_mse": float(np.mean((scores - codes) ** 2))}

@@ -419,8 +419,11 @@ def summary_rows(run: RunRecord) -> list[tuple[str, str]]:
             "path", "—"))),
         ("objective", str((cfg.get("objective") or {}).get("name", "?"))),
         ("encoder parameters", f"{params:,}" if params is not None else "—"),
-        ("steps", f"{steps[-1] if steps else 0} of {train.get('max_steps', '?')} "
-                  f"(batch {train.get('batch_size', '?')})"),
+        ("steps", f"{steps[-1] if steps else 0} of {info.get('steps', train.get('max_steps', '?'))}"
+                  f" (batch {info.get('batch_size', train.get('batch_size', '?'))}"
+                  + (f"; {info['epochs']:.1f} epochs, {info['budget']}" if "budget" in info
+                     else "") + ")"),
+        ("encoder.pt", (info.get("selection") or {}).get("verdict", "the last step's")),
         ("wall time", f"{wall / 60:.1f} min" if isinstance(wall, int | float) else "—"),
         ("samples/s (median of logged windows)",
          f"{float(np.median(rates)):.1f}" if rates else "—"),

@@ -33,12 +33,7 @@ from polyjepa.allocator import reuse_freed_memory
 from polyjepa.build import Recipe, assemble, load_recipe, recipe_from_dict
 from polyjepa.checkpoint import load_file, load_state, save_atomic
 from polyjepa.contracts import Objective, StepAware
-from polyjepa.data import (
-    DataSplit,
-    SeededBatchSampler,
-    SeededDataset,
-    fitting_batch_size,
-)
+from polyjepa.data import DataSplit, SeededBatchSampler, SeededDataset, dataset_labels
 from polyjepa.distributed import (
     any_rank,
     convert_global_batchnorm,
@@ -50,18 +45,20 @@ from polyjepa.distributed import (
 from polyjepa.ema import momentum_at
 from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
 from polyjepa.hub import ENCODER_FILE, export_encoder
-from polyjepa.log import quiet_other_ranks
+from polyjepa.log import quiet_other_ranks, run_log
 from polyjepa.monitors import normalized_std, rankme
 from polyjepa.paths import check_output_folder, pin_paths, write_atomic
 from polyjepa.precision import MIN_SPEEDUP, auto_dtype, measured_speedup
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
+from polyjepa.selection import Selector, candidate_every, selection_rule
 from polyjepa.types import Batch
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 KEPT = "encoder_step_{step}.pt"  # in checkpoints/: encoders kept along the way
+SELECTED = Path("checkpoints") / "selected.pt"  # train.select: the best candidate so far
 
 
 def kept_encoder_path(run_dir: Path, step: int) -> Path:
@@ -221,14 +218,20 @@ class Trainer:
         quiet_other_ranks(self.dist.rank)
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
-        run = assemble(recipe)
+        run = assemble(recipe, self.dist.world_size)
         train_set, self.meta = run.splits.train, run.splits.meta
+        self.budget = run.budget
+        self.train_samples = len(train_set)
         # the online probe's fixed samples: training and validation splits only, never the test
         self.probe_sets = None
         if cfg.train.probe_every is not None:
             limit = cfg.train.probe_samples
             self.probe_sets = (probe_subset(train_set, limit, cfg.eval.seed),
                                probe_subset(run.splits.val, limit, cfg.eval.seed))
+        self.selector = None
+        if cfg.train.select != "last":
+            by, why = selection_rule(cfg.train.select, dataset_labels(run.splits.val))
+            self.selector = Selector(by, why)
         self.objective = run.objective.to(self.device)
         if cfg.train.channels_last:
             channels_last(self.objective)
@@ -242,9 +245,7 @@ class Trainer:
             seed_everything(cfg.train.seed + self.dist.rank)  # distinct dropout streams per rank
         self.collate = run.collate
         self.step_aware = [m for m in self.objective.modules() if isinstance(m, StepAware)]
-        # the batch fits the data: a small dataset trains on batches of all of it
-        self.batch_size = fitting_batch_size(cfg.train.batch_size, len(train_set),
-                                             "train.batch_size", self.dist.world_size)
+        self.batch_size = run.batch_size
         try:  # data.on_error is only checkable here
             self.sampler = SeededBatchSampler(len(train_set), self.batch_size, cfg.train.seed,
                                               self.dist.rank, self.dist.world_size)
@@ -269,6 +270,19 @@ class Trainer:
                 and self.device.type == "cpu" and not self.dist.enabled):
             self.amp_dtype = self._faster_precision()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.split_sizes = (len(train_set), 0 if run.splits.val is None else len(run.splits.val),
+                            len(run.splits.test))
+
+    def _say_plan(self) -> None:
+        """The run's first lines (`polyjepa.log.RUN`): its data, length and selection rule; said
+        once its first step has run, so that a recipe failing there says one line, its error."""
+        say = run_log().info
+        say("data: %d training samples, %d validation, %d test", *self.split_sizes)
+        say("length: %s", self.budget.describe(self.train_samples, self.batch_size))
+        if self.selector is not None:
+            why = f" ({self.selector.fallback})" if self.selector.fallback else ""
+            say("encoder.pt: the best of step 0 and the probed steps by %s%s", self.selector.by,
+                why)
 
     def _faster_precision(self) -> torch.dtype | None:
         """`train.precision=auto` on a CPU with native bf16: bf16 if this recipe's own step is
@@ -310,6 +324,7 @@ class Trainer:
             "config": C.to_dict(self.cfg),
             "meta": self.meta,
             "precision": precision_name(self.amp_dtype),
+            "selection": None if self.selector is None else self.selector.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
@@ -324,6 +339,8 @@ class Trainer:
                 # a resumed run keeps the precision it chose (auto measures again otherwise)
                 self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(
                     state["precision"])
+            if self.selector is not None and state.get("selection") is not None:
+                self.selector.load_state_dict(state["selection"])
             rngs = state["rng"]  # a run resumed on more ranks than it saved reuses states cyclically
             set_rng_state(rngs[self.dist.rank % len(rngs)])
         except (KeyError, ValueError) as exc:
@@ -339,8 +356,8 @@ class Trainer:
 
     # -- schedules -----------------------------------------------------------------------------
     def _set_schedules(self) -> dict[str, float]:
-        o, total = self.cfg.optim, self.cfg.train.max_steps
-        lr = warmup_cosine(self.step, total, o.warmup_steps, o.start_lr, o.lr, o.min_lr)
+        o, total = self.cfg.optim, self.budget.steps
+        lr = warmup_cosine(self.step, total, self.budget.warmup_steps, o.start_lr, o.lr, o.min_lr)
         wd = o.weight_decay if o.weight_decay_end is None else cosine(
             self.step, total, o.weight_decay, o.weight_decay_end)
         for group in self.optimizer.param_groups:
@@ -420,7 +437,7 @@ class Trainer:
                         "train.skip_nonfinite=true)", self.step + 1, bad, self.skipped)
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        momentum = momentum_at(self.step, cfg.train.max_steps, cfg.ema.start, cfg.ema.end,
+        momentum = momentum_at(self.step, self.budget.steps, cfg.ema.start, cfg.ema.end,
                                cfg.ema.schedule)
         self.objective.update_target(momentum)
         return {"loss": loss_sum, "grad_norm": grad_norm, "momentum": momentum,
@@ -441,7 +458,8 @@ class Trainer:
 
     def _online_probe(self) -> dict[str, float]:
         """`probe/knn` and `probe/linear` of the exported encoder, frozen, on the validation split
-        (labelled samples only)."""
+        (labelled samples only), and `probe/rankme`, the effective rank of the probed training
+        samples' embeddings (label-free)."""
         backbone = self.objective.export_backbone()
         was_training = backbone.training
         assert self.probe_sets is not None  # fit() probes only with train.probe_every set
@@ -452,28 +470,46 @@ class Trainer:
             x_va, y_va = embed(backbone, val_set, e.pooling, e.batch_size, self.device)
         finally:
             backbone.train(was_training)
+        row = {"probe/rankme": rankme(torch.from_numpy(x_tr))} if len(x_tr) > 1 else {}
         tr, va = y_tr >= 0, y_va >= 0
-        if not va.any():
-            return {}
-        return online_probe(x_tr[tr], y_tr[tr], x_va[va], y_va[va], e.knn_k)
+        if va.any() and tr.any():
+            row.update(online_probe(x_tr[tr], y_tr[tr], x_va[va], y_va[va], e.knn_k))
+        return row
+
+    def _export(self, name: str | Path = ENCODER_FILE) -> None:
+        """Write the encoder the objective exports now to `run_dir/name`."""
+        export_encoder(self.objective.export_backbone(), C.to_dict(self.cfg), self.meta,
+                       self.run_dir, str(name))
+
+    def _probe(self, row: dict[str, Any]) -> None:
+        """The online probe into `row` (timed apart, `probe/seconds`), and its score offered to
+        the selector; a new best encoder is written to `checkpoints/selected.pt`."""
+        started = time.perf_counter()
+        row.update(self._online_probe())
+        if self.selector is not None and self.selector.offer(self.step, row):
+            self._export(SELECTED)
+        row["probe/seconds"] = time.perf_counter() - started
 
     def _keep(self) -> None:
         """Keep this step's encoder when `train.keep_checkpoints` / `keep_every` ask for it."""
         t = self.cfg.train
         if self.step in t.keep_checkpoints or (t.keep_every and self.step % t.keep_every == 0):
-            export_encoder(self.objective.export_backbone(), C.to_dict(self.cfg), self.meta,
-                           self.run_dir, str(kept_encoder_path(Path(), self.step)))
+            self._export(kept_encoder_path(Path(), self.step))
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
 
     def fit(self) -> bool:
-        """Train to `train.max_steps`; returns False when stopped early by SIGTERM/SIGINT (after
-        checkpointing at the step boundary), True when finished (the encoder is exported)."""
+        """Train the run's budget of steps (`polyjepa.budget`); returns False when stopped early
+        by SIGTERM/SIGINT (after checkpointing at the step boundary), True when finished (the
+        encoder is exported: the last step's, or the one `train.select` chose)."""
         cfg = self.cfg.train
         main = self.dist.is_main
-        if self.step >= cfg.max_steps and (self.run_dir / ENCODER_FILE).exists():
+        total = self.budget.steps
+        if self.step >= total and (self.run_dir / ENCODER_FILE).exists():
             return True  # a finished run, restarted: nothing to do
+        probe_every = None if cfg.probe_every is None else candidate_every(
+            cfg.probe_every, total, cfg.select)
         writer = _tensorboard(self.run_dir) if cfg.tensorboard and main else None
         metrics = (self.run_dir / "metrics.jsonl").open("a") if main else None
         handlers = {sig: signal.signal(sig, self._request_stop)
@@ -481,23 +517,26 @@ class Trainer:
                     if threading.current_thread() is threading.main_thread()}
         self.model.train()
         batches = self._batches()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and main),
+        bar = tqdm(total=total, initial=self.step, disable=not (cfg.progress and main),
                    desc="pretrain", unit="step", dynamic_ncols=True)
-        t0, samples = time.perf_counter(), 0
         try:
-            while self.step < cfg.max_steps:
+            if self.step == 0 and probe_every is not None and main:
+                self._probe_initialisation(metrics, writer)
+            t0, samples = time.perf_counter(), 0
+            first = self.step
+            while self.step < total:
                 row = self._train_step(batches)
+                if self.step == first + 1 and main:
+                    self._say_plan()
                 samples += self.batch_size * cfg.accumulate * self.dist.world_size
                 bar.update(1)
-                last = self.step == cfg.max_steps
+                last = self.step == total
                 if self.step % cfg.monitor_every == 0 or last:
                     row.update(self._monitor())
-                probe = cfg.probe_every is not None and main and (
-                    self.step % cfg.probe_every == 0 or last)
+                probe = probe_every is not None and main and (
+                    self.step % probe_every == 0 or last)
                 if probe:  # timed apart: samples_per_s counts training only
-                    started = time.perf_counter()
-                    row.update(self._online_probe())
-                    row["probe/seconds"] = time.perf_counter() - started
+                    self._probe(row)
                     t0 += row["probe/seconds"]
                 if main:
                     self._keep()
@@ -505,16 +544,11 @@ class Trainer:
                     elapsed = time.perf_counter() - t0
                     row = {k: float(v) for k, v in row.items()}
                     row.update(step=self.step, samples_per_s=samples / max(elapsed, 1e-9))
-                    if metrics is not None:
-                        metrics.write(json.dumps(row) + "\n")
-                        metrics.flush()
+                    _write_row(row, metrics, writer)
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
-                    if writer is not None:
-                        for k, v in row.items():
-                            writer.add_scalar(k, v, self.step)
                     t0, samples = time.perf_counter(), 0
                 stop = any_rank(self.stop_requested, self.device)
-                if stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                if stop or self.step % cfg.checkpoint_every == 0 or last:
                     self.save()
                 if stop:
                     return False
@@ -531,9 +565,37 @@ class Trainer:
             log.warning("%d training samples failed to load and were skipped "
                         "(data.on_error=skip)", self.skipped_samples)
         if main:
-            export_encoder(self.objective.export_backbone(), C.to_dict(self.cfg), self.meta,
-                           self.run_dir)
+            self._export_final()
         return True
+
+    def _probe_initialisation(self, metrics: Any, writer: Any) -> None:
+        """Step 0: the online probe of the random initialisation (a candidate for `train.select`,
+        whose encoder is kept as `checkpoints/encoder_step_0.pt`), logged as a row of its own."""
+        row: dict[str, Any] = {}
+        self._probe(row)
+        if self.selector is not None:
+            self._export(kept_encoder_path(Path(), 0))
+        _write_row({**{k: float(v) for k, v in row.items()}, "step": 0}, metrics, writer)
+
+    def _export_final(self) -> None:
+        """`encoder.pt`: the last step's encoder, or the selected one (`train.select`), with the
+        last step's kept as `checkpoints/encoder_step_N.pt` beside it."""
+        selected = self.run_dir / SELECTED
+        if self.selector is None or not selected.exists():
+            self._export()
+            return
+        self._export(kept_encoder_path(Path(), self.step))
+        write_atomic(self.run_dir / ENCODER_FILE, selected.read_bytes())
+
+
+def _write_row(row: dict[str, float], metrics: Any, writer: Any) -> None:
+    """One row of `metrics.jsonl` (and TensorBoard scalars, when on), on the main process."""
+    if metrics is not None:
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+    if writer is not None:
+        for k, v in row.items():
+            writer.add_scalar(k, v, int(row["step"]))
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -652,6 +714,8 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
     finally:
         if main and run_dir.exists():
             info["wall_s"] = info.get("wall_s", 0.0) + time.time() - started
+            if trainer.selector is not None:
+                info["selection"] = trainer.selector.summary()
             _write_run_info(run_dir, info)
     shutdown_distributed()
     return run_dir
@@ -682,6 +746,9 @@ def run_info(trainer: Trainer, recipe: str, overrides: list[str], run_dir: Path)
             "torch": torch.__version__, "device": str(trainer.device),
             "precision": precision_name(trainer.amp_dtype),
             "world_size": trainer.dist.world_size,
+            "train_samples": trainer.train_samples, "batch_size": trainer.batch_size,
+            "steps": trainer.budget.steps, "epochs": trainer.budget.epochs,
+            "budget": trainer.budget.rule,
             "command": ["polyjepa", "pretrain", recipe, *overrides, "--out", str(run_dir)],
             "wall_s": float(previous.get("wall_s", 0.0))}
 

@@ -105,7 +105,7 @@ def test_online_probe_scores_on_the_validation_split_only(probed_run):
     assert not set(splits.train.indices[probe_train.indices]) & set(splits.val.indices)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     probed = [r for r in rows if "probe/knn" in r]
-    assert [r["step"] for r in probed] == [4, 8, 12]
+    assert [r["step"] for r in probed] == [0, 4, 8, 12]  # step 0: the random initialisation
     assert {r["step"] for r in rows} >= {4, 5, 8, 10, 12}  # probe steps are logged too
     for r in probed:
         assert 0.5 < r["probe/linear"] <= 1 and 0.5 < r["probe/knn"] <= 1  # the table is learnable

@@ -4,6 +4,8 @@ mixing, optional RevIN) and padding-aware patch masks; a cart-pole simulator wit
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -22,7 +24,9 @@ from polyjepa.modalities.timeseries.maskers import PatchMasker
 from polyjepa.modalities.timeseries.preprocess import (
     Scaler,
     SeriesArrays,
+    AUTO_SHORTEST,
     check_channels,
+    stretch_short,
     to_arrays,
     windows,
 )
@@ -33,6 +37,7 @@ from polyjepa.paths import resolve_path
 from polyjepa.registry import ModalityPlugin
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _subset(data: SeriesSet, index: np.ndarray) -> SeriesSet:
@@ -114,6 +119,14 @@ def load_data(cfg: TimeSeriesDataConfig, root: Path | None) -> tuple[SeriesArray
     check_channels([train, test])
     class_names = _class_names(train, test)
     length = cfg.length or max(s.shape[1] for s in train.series)
+    (train, short_train), (test, short_test) = (stretch_short(s, length, cfg.length_policy)
+                                                for s in (train, test))
+    if short_train or short_test:
+        log.warning("data: %d of %d training and %d of %d test series are shorter than %d%% of "
+                    "the length %d: stretched to %d steps by linear interpolation, the others "
+                    "padded (data.length_policy=auto; pad or resample choose one rule for all)",
+                    short_train, len(train.series), short_test, len(test.series),
+                    round(100 * AUTO_SHORTEST), length, math.ceil(AUTO_SHORTEST * length))
     train_arrays, scaler = to_arrays(train, class_names, length, cfg.length_policy, None,
                                      cfg.standardize)
     test_arrays, _ = to_arrays(test, class_names, length, cfg.length_policy, scaler,
@@ -133,6 +146,7 @@ def load_file(cfg: TimeSeriesDataConfig, path: str, root: Path | None, meta: dic
     if channels != {meta["channels"]}:
         raise DataError(f"{path}: {', '.join(map(str, sorted(channels)))} channels, the run was "
                         f"trained on {meta['channels']}")
+    data, _ = stretch_short(data, meta["length"], cfg.length_policy)
     names = list(meta["class_names"])
     names += sorted(set(data.labels or []) - set(names))
     arrays, _ = to_arrays(data, names, meta["length"], cfg.length_policy, scaler, scaler.mode)

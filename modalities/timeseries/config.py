@@ -45,8 +45,10 @@ class TimeSeriesDataConfig(DataConfig):
     # Length every series is brought to; None -> the longest training series (or `window`).
     length: int | None = None
     # Series of other lengths: "pad" (at the end, with a padding mask the encoder respects; longer
-    # ones are cut) or "resample" (linear interpolation to `length`).
-    length_policy: str = "pad"
+    # ones are cut), "resample" (linear interpolation to `length`) or "auto" (pad, but first
+    # stretch series shorter than a fifth of `length` to that fifth, so that a patch tokenizer
+    # finds at least two patches in each; one warning counts them).
+    length_policy: str = "auto"
     # "per_series" (each channel of each series to zero mean, unit std), "per_dataset" (each
     # channel with training statistics) or "none".
     standardize: str = "per_dataset"

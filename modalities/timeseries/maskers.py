@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from polyjepa.errors import DataError
 from polyjepa.masks import sample_allowed
 from polyjepa.types import Masks
 
@@ -58,10 +59,9 @@ class PatchMasker:
         valid = self.valid_patches(x["length"].cpu())  # [B]
         shortest = int(valid.min())
         if shortest < 2:
-            raise ValueError(f"a series of this batch is shorter than {self.stride + 1} steps and "
-                             f"covers {shortest} patch; masking needs 2 (lower "
-                             "model.tokenizer.patch, resample with data.length_policy=resample, or "
-                             "drop very short series)")
+            raise DataError(f"a series of this batch is shorter than {self.stride + 1} steps and "
+                            f"covers {shortest} patch; masking needs 2 (lower "
+                            "model.tokenizer.patch, or set data.length_policy=auto or resample)")
         num_target = min(max(round(self.mask_ratio * shortest), 1), shortest - 1)
         b = len(valid)
         if self.mode == "future":

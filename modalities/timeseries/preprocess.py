@@ -7,6 +7,8 @@ standardised per series or with training statistics.
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -17,7 +19,12 @@ from torch.utils.data import Dataset
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.modalities.timeseries.readers import SeriesSet
 
-LENGTH_POLICIES = ("pad", "resample")
+log = logging.getLogger(__name__)
+
+LENGTH_POLICIES = ("auto", "pad", "resample")
+AUTO_SHORTEST = 0.2
+"""`auto` stretches a series shorter than this share of the length to it: a tokenizer cutting the
+length into up to 10 patches then finds at least 2 in every series, which masking needs."""
 STANDARDIZE = ("per_series", "per_dataset", "none")
 EPS = 1e-8
 
@@ -57,7 +64,8 @@ def align(series: list[np.ndarray], length: int, policy: str) -> tuple[np.ndarra
     """Series of any lengths -> `[N, C, length]` float32 and their valid lengths `[N]`.
 
     `pad`: longer series are cut, shorter ones padded with zeros at the end (valid length =
-    their own); `resample`: every series interpolated to `length` (valid length = `length`).
+    their own); `resample`: every series interpolated to `length` (valid length = `length`);
+    `auto`: `pad` (its short series were stretched first: `stretch_short`).
     """
     if policy not in LENGTH_POLICIES:
         raise ConfigError(f"data.length_policy: '{policy}' is not one of {', '.join(LENGTH_POLICIES)}")
@@ -70,6 +78,19 @@ def align(series: list[np.ndarray], length: int, policy: str) -> tuple[np.ndarra
             t = min(s.shape[1], length)
             out[i, :, :t], lengths[i] = s[:, :t], t
     return out, lengths
+
+
+def stretch_short(data: SeriesSet, length: int, policy: str) -> tuple[SeriesSet, int]:
+    """`length_policy=auto`: every series shorter than `AUTO_SHORTEST` of `length` stretched to
+    that share by linear interpolation (its actions too); returns the set and how many were."""
+    shortest = min(math.ceil(AUTO_SHORTEST * length), length)
+    short = {i for i, s in enumerate(data.series) if s.shape[1] < shortest}
+    if policy != "auto" or not short:
+        return data, 0
+    def fix(items: list[np.ndarray]) -> list[np.ndarray]:
+        return [resample(s, shortest) if i in short else s for i, s in enumerate(items)]
+    return replace(data, series=fix(data.series),
+                   actions=None if data.actions is None else fix(data.actions)), len(short)
 
 
 def valid_steps(lengths: np.ndarray, length: int) -> np.ndarray:
