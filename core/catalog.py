@@ -20,19 +20,25 @@ SECTIONS = ("data", "model", "objective", "masker", "augmentations", "regularize
 
 def summary_rows() -> list[dict[str, str]]:
     """One row per shipped recipe: `name`, `modality`, `scale` (demo: sized to train in minutes
-    on a CPU; paper: the published run), `data`, `steps` (steps x batch) and `paper`. Read from
-    the YAML alone: no plugin is imported."""
+    on a CPU; paper: the published run), `data`, `steps` (steps x batch; with `(Eep,>=M)` for a
+    length of E epochs of the data, at least M and at most that many steps: `train.max_epochs`)
+    and `paper`. Read from the YAML alone: no plugin is imported."""
     rows = []
     train = C.TrainConfig()
     for name, path in C.list_recipes().items():
         raw = C.read_recipe(path)
         data = raw.get("data") or {}
-        steps = raw.get("train", {}).get("max_steps", train.max_steps)
-        batch = raw.get("train", {}).get("batch_size", train.batch_size)
+        given = raw.get("train", {})
+        steps = given.get("max_steps", train.max_steps)
+        batch = given.get("batch_size", train.batch_size)
+        epochs = given.get("max_epochs", train.max_epochs)
+        length = f"{steps}x{batch}"
+        if epochs is not None:
+            length += f" ({epochs:g}ep,>={given.get('min_steps', train.min_steps)})"
         rows.append({"name": name, "modality": str(raw.get("modality", "?")),
                      "scale": str(raw.get("scale", "paper")),
                      "data": "synthetic" if raw.get("synthetic") else _data_name(data),
-                     "steps": f"{steps}x{batch}", "paper": str(raw.get("paper", ""))})
+                     "steps": length, "paper": str(raw.get("paper", ""))})
     return rows
 
 
@@ -108,21 +114,30 @@ def time_steps(name_or_path: str, overrides: Sequence[str] = (), steps: int = 20
     """Train `steps` steps of a recipe in a temporary folder and extrapolate to its whole run.
 
     Returns:
-        `{"samples_per_s", "seconds_per_step", "max_steps", "estimated_minutes"}`, measured on
-        the second half of the steps (the first half absorbs start-up).
+        `{"samples_per_s", "seconds_per_step", "max_steps", "epochs", "length", "estimated_minutes"}`,
+        measured on the second half of the steps (the first half absorbs start-up); `max_steps`
+        is the whole run's resolved length on this data (`polyjepa.budget`), `length` says how.
     """
+    from polyjepa.budget import resolve_budget
     from polyjepa.build import load_recipe
     from polyjepa.train import pretrain
 
-    cfg = load_recipe(name_or_path, list(overrides)).cfg.train
+    recipe = load_recipe(name_or_path, list(overrides)).cfg
+    cfg = recipe.train
     half = max(1, steps // 2)
     probe = ["train.probe_every=null", "train.keep_checkpoints=[]", "train.keep_every=null",
+             "train.max_epochs=null", "train.min_steps=1", "train.select=last",
              f"train.max_steps={2 * half}", f"train.log_every={half}",
              f"train.checkpoint_every={10 * steps}", "train.progress=false"]
     with tempfile.TemporaryDirectory() as tmp:
         run = pretrain(name_or_path, [*overrides, *probe], Path(tmp) / "run")
         rows = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+        info = json.loads((run / "run.json").read_text())
     rate = json.loads(rows[-1])["samples_per_s"]
-    per_step = cfg.batch_size * cfg.accumulate / rate
-    return {"samples_per_s": rate, "seconds_per_step": per_step, "max_steps": cfg.max_steps,
-            "estimated_minutes": cfg.max_steps * per_step / 60}
+    per_step = info["batch_size"] * cfg.accumulate * info["world_size"] / rate
+    budget = resolve_budget(cfg, recipe.optim.warmup_steps, info["train_samples"],
+                            info["batch_size"], info["world_size"])
+    return {"samples_per_s": rate, "seconds_per_step": per_step, "max_steps": budget.steps,
+            "epochs": budget.epochs,
+            "length": budget.describe(info["train_samples"], info["batch_size"]),
+            "estimated_minutes": budget.steps * per_step / 60}

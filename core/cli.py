@@ -47,7 +47,8 @@ def _cmd_recipes(args: argparse.Namespace) -> None:
         t = catalog.time_steps(args.name, args.overrides)
         print(f"\ntimed here: {t['seconds_per_step']:.3f} s per step ({t['samples_per_s']:.0f} "
               f"samples/s); {t['max_steps']} steps take about {t['estimated_minutes']:.1f} min "
-              "(data loading, probes and evaluation not included)")
+              f"(the run's length here: {t['length']}; data loading, probes and evaluation not "
+              "included)")
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:

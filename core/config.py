@@ -87,8 +87,8 @@ class OptimConfig:
 class TrainConfig:
     max_steps: int = 1000  # optimizer steps; with max_epochs, the most the run may take
     # Steps from the data: this many passes over the training split, never fewer than
-    # `min_steps` nor more than `max_steps` optimizer steps (None: always `max_steps`). Warm-up
-    # shrinks with the run (`polyjepa.budget`).
+    # `min_steps` nor more than `max_steps` optimizer steps (`max_steps` wins where they
+    # disagree; None: always `max_steps`). Warm-up shrinks with the run (`polyjepa.budget`).
     max_epochs: float | None = None
     min_steps: int = 1
     batch_size: int = 64  # per process, per micro-batch
@@ -556,9 +556,6 @@ def check_values(cfg: RecipeConfig, source: str) -> None:
     if cfg.train.max_epochs is not None and cfg.train.max_epochs <= 0:
         raise ConfigError(f"{source}: train.max_epochs must be > 0 (or null: train.max_steps "
                           f"steps), got {cfg.train.max_epochs}")
-    if cfg.train.min_steps > cfg.train.max_steps:
-        raise ConfigError(f"{source}: train.min_steps={cfg.train.min_steps} is above "
-                          f"train.max_steps={cfg.train.max_steps}")
     if cfg.train.num_workers < 0:
         raise ConfigError(f"{source}: train.num_workers must be >= 0")
     for key, options in CHOICES.items():
