@@ -19,8 +19,8 @@ from typing import Any
 from torch import nn
 
 from polyjepa import config as C
-from polyjepa.contracts import Objective, conform
 from polyjepa.budget import Budget, resolve_budget
+from polyjepa.contracts import Objective, conform
 from polyjepa.data import Collate, carve_validation, fitting_batch_size
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError

@@ -131,9 +131,10 @@ class TrainConfig:
     # Which encoder `encoder.pt` holds: "last" (the last step's), "val_probe" (the best online
     # probe, `probe/linear`, on the validation split) or "rankme" (the highest RankMe of the
     # training samples' embeddings, label-free). Candidates: step 0 (the random initialisation),
-    # every `probe_every` steps (at least 4 evenly spread through the run) and the last step;
-    # a tie (accuracy, then the ridge probe's squared error) goes to the earlier step. `val_probe` falls back to `rankme`, saying so, when the
-    # validation split has fewer than 3 labelled samples of some class (`polyjepa.selection`).
+    # every `probe_every` steps (at least 4 evenly spread through the run) and the last step; a
+    # tie (accuracy, then the ridge probe's squared error) goes to the earlier step. `val_probe`
+    # falls back to `rankme`, saying so, when the validation split has fewer than 3 labelled
+    # samples of some class (`polyjepa.selection`).
     select: str = "last"
 
 

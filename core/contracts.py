@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import numpy as np
 from torch import Tensor, nn
 
 from polyjepa.errors import ContractError
@@ -314,6 +315,29 @@ class RawFeatures(Protocol):
     """`(dataset) -> [N, F]`: the raw-feature baseline of the probes."""
 
     def __call__(self, dataset: Any, /) -> Tensor: ...
+
+
+class Featurizer(Protocol):
+    """`(dataset) -> [N, F]` float array: a fitted baseline's features of a dataset's `N` samples
+    (a dataset the plugin made, as `RawFeatures` gets)."""
+
+    def __call__(self, dataset: Any, /) -> np.ndarray: ...
+
+
+class Baseline(Protocol):
+    """`(dataset, rows [n], seed) -> Featurizer`: a label-free baseline of the modality's field
+    (time series: MiniRocket) fitted on the samples `rows` of `dataset` (a dataset the plugin
+    made, whole; `rows` are the run's training split: never their labels, never the other
+    samples), its randomness seeded by `seed` (`eval.seed`). `polyjepa eval` probes the
+    features the fitted baseline gives the training and test splits beside the encoders' and
+    the raw features (`ModalityPlugin.baselines`).
+
+    Raises:
+        MissingExtraError: an optional package it needs is not installed
+            (`polyjepa.extras.require`); the evaluation skips it with one logged line.
+    """
+
+    def __call__(self, dataset: Any, rows: np.ndarray, seed: int, /) -> Featurizer: ...
 
 
 class LoadFile(Protocol):

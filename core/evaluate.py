@@ -12,7 +12,10 @@ random init and a verdict (`helps` / `no difference` / `hurts`) per budget.
 
 Baselines: the same architecture randomly initialised (what pretraining adds over the
 architecture's inductive bias; `eval.init_seeds` initialisations, every protocol reports their
-mean and `random_init_each` each one) and a probe on the raw features (what it adds over the input).
+mean and `random_init_each` each one), a probe on the raw features (what it adds over the input)
+and the modality's label-free baselines (`ModalityPlugin.baselines`, e.g. time series'
+MiniRocket: what it adds over the field's own unsupervised features), each fitted on the
+training split without its labels and scored as one more encoder, listed under `baselines`.
 
 A modality may add protocols of its own (`ModalityPlugin.protocols`, e.g. time series'
 `forecast` and `control`), listed in `eval.protocols` the same way; each gets the run and its
@@ -22,6 +25,7 @@ data and reports its own baselines.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,17 +42,25 @@ from tqdm.auto import tqdm
 from polyjepa import config as C
 from polyjepa import label_efficiency as LE
 from polyjepa.build import Recipe, Splits, build_backbone, load_splits, recipe_from_dict
-from polyjepa.contracts import HasProbeTargets
+from polyjepa.contracts import Baseline, Featurizer, HasProbeTargets
 from polyjepa.data import DataSplit, dataset_labels, whole
 from polyjepa.encoders import Backbone
-from polyjepa.errors import CheckpointError, ConfigError, DataError
+from polyjepa.errors import CheckpointError, ConfigError, ContractError, DataError, MissingExtraError
 from polyjepa.hub import ENCODER_FILE, encoder_from_blob, read_any, read_run_config
 from polyjepa.paths import data_root, write_atomic
 from polyjepa.probes import embed, knn_probe, linear_probe
 from polyjepa.train import kept_encoder_path, kept_steps, resolve_device, seed_everything
 
+log = logging.getLogger(__name__)
+
 ENCODERS = ("pretrained", "random_init", "raw_features")
 PROTOCOLS = ("linear_probe", "knn", "svm", "few_shot", "label_efficiency")
+
+
+def encoder_names(result: dict) -> list[str]:
+    """The encoders a result scores: `ENCODERS`, then the modality's label-free baselines
+    (`result["baselines"]`, absent when it has none)."""
+    return [*ENCODERS, *result.get("baselines", [])]
 
 
 def svm_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
@@ -227,19 +239,50 @@ def _features(backbone: Backbone, dataset: Any, cfg: C.EvalConfig, device: torch
     return embed(backbone, dataset, cfg.pooling, cfg.batch_size, device)
 
 
-def raw_features(recipe: Recipe, *datasets: Any) -> list[np.ndarray]:
-    """The plugin's raw features `[N, F]` of each dataset; splits of one parent (a training part
+def per_parent(featurize: Featurizer, *datasets: Any) -> list[np.ndarray]:
+    """`featurize`'s features `[N, F]` of each dataset; splits of one parent (a training part
     and its validation split) slice the parent's, computed once."""
     parents: dict[int, np.ndarray] = {}
 
     def of(dataset: Any) -> np.ndarray:
-        source = dataset.parent if isinstance(dataset, DataSplit) else dataset
+        source = whole(dataset)
         if id(source) not in parents:
-            parents[id(source)] = recipe.plugin.raw_features(source).numpy()
+            parents[id(source)] = featurize(source)
         x = parents[id(source)]
         return x[dataset.indices] if isinstance(dataset, DataSplit) else x
 
     return [of(d) for d in datasets]
+
+
+def raw_features(recipe: Recipe, *datasets: Any) -> list[np.ndarray]:
+    """The plugin's raw features `[N, F]` of each dataset (`per_parent`)."""
+    return per_parent(lambda dataset: recipe.plugin.raw_features(dataset).numpy(), *datasets)
+
+
+def baseline_features(baselines: dict[str, Baseline], train_set: Any, test_set: Any, seed: int
+                      ) -> LE.Features:
+    """The modality's label-free baselines, each fitted with `seed` on the training split's
+    samples (never their labels) and applied to both splits: name -> `[(x_train [N, F],
+    x_test [M, F])]`. A baseline whose optional package is missing is skipped with one logged
+    line naming the install.
+
+    Raises:
+        ContractError: a baseline is named like one of `ENCODERS`.
+    """
+    rows = train_set.indices if isinstance(train_set, DataSplit) else np.arange(len(train_set))
+    out: LE.Features = {}
+    for name, baseline in baselines.items():
+        if name in ENCODERS:
+            raise ContractError(f"the modality's baseline '{name}' is named like one of "
+                                f"{', '.join(ENCODERS)}; rename it")
+        try:
+            featurize = baseline(whole(train_set), rows, seed)
+        except MissingExtraError as exc:
+            log.warning("eval: the %s baseline is skipped: %s", name, exc)
+            continue
+        x_train, x_test = per_parent(featurize, train_set, test_set)
+        out[name] = [(x_train, x_test)]
+    return out
 
 
 def encoder_file(run_dir: Path, checkpoint: int | None) -> Path:
@@ -274,9 +317,10 @@ def evaluate_run(run_dir: str | Path, data_path: str | None = None, device: str 
 
     Returns:
         `{"linear_probe": {name: acc}, "knn": {name: acc}, "n_train": int, "n_test": int}` for
-        names `pretrained`, `random_init`, `raw_features`, plus `random_init_each` (each
-        initialisation's score), `label_efficiency` and one entry per modality protocol listed
-        (e.g. `forecast`: its own dict).
+        names `pretrained`, `random_init`, `raw_features` and each of the modality's label-free
+        baselines (listed under `baselines` when it has some, e.g. `["minirocket"]`), plus
+        `random_init_each` (each initialisation's score), `label_efficiency` and one entry per
+        modality protocol listed (e.g. `forecast`: its own dict).
     """
     return _evaluate(Path(run_dir), data_path, device, test_fraction, list(overrides), checkpoint,
                      progress)[0]
@@ -347,8 +391,9 @@ def _say(progress: bool, text: str) -> None:
 def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: str | None,
               dev: torch.device, test_fraction: float, checkpoint: int | None, progress: bool
               ) -> tuple[dict, dict, Splits | None]:
-    """The classification protocols for the pretrained, random-init and raw-feature encoders;
-    their label-efficiency scores; and the recipe's splits they read (None with `data_path`)."""
+    """The classification protocols for the pretrained, random-init and raw-feature encoders and
+    the modality's baselines; their label-efficiency scores; and the recipe's splits they read
+    (None with `data_path`)."""
     cfg = recipe.cfg.eval
     file = encoder_file(run_dir, checkpoint)
     blob, _ = read_any(file)
@@ -373,8 +418,9 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     total = sum(len(v) for v in encoders.values())
     features: LE.Features = {}
     y_train = y_test = np.zeros(0, dtype=np.int64)  # set by the first _features call below
-    bar = tqdm(total=2 * total + 1, desc="eval: embed", unit="set", disable=not progress,
-               dynamic_ncols=True)
+    baselines = recipe.plugin.baselines
+    bar = tqdm(total=2 * total + 1 + len(baselines), desc="eval: embed", unit="set",
+               disable=not progress, dynamic_ncols=True)
     for name, backbones in encoders.items():
         features[name] = []
         for backbone in backbones:
@@ -386,6 +432,9 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     raw_train, raw_test = raw_features(recipe, train_set, test_set)
     features["raw_features"] = [(raw_train, raw_test)]
     bar.update(1)
+    fitted = baseline_features(baselines, train_set, test_set, cfg.seed)
+    features.update(fitted)
+    bar.update(len(baselines))
     bar.close()
     y_all = np.concatenate([y_train, y_test])
     if (y_all < 0).any():
@@ -422,7 +471,9 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     if scores:
         result["label_efficiency"] = summarize_efficiency(
             {k: (rows, metric) for k, (rows, metric, _) in scores.items()}, cfg.draws,
-            cfg.init_seeds)
+            cfg.init_seeds, list(fitted))
+    if fitted:
+        result["baselines"] = list(fitted)
     result["n_train"] = int(len(y_train))
     result["n_test"] = int(len(y_test))
     if cfg.split == "val":
@@ -444,11 +495,12 @@ def all_labels_probe(rows: list[LE.BudgetScores]) -> dict[str, list[float]] | No
 
 
 def summarize_efficiency(scores: dict[str, tuple[list[LE.BudgetScores], str]], draws: int,
-                         init_seeds: int) -> dict:
+                         init_seeds: int, baselines: Sequence[str] = ()) -> dict:
     """The JSON `label_efficiency` entry from `{target: (budget scores, metric)}`: the class
-    labels' budgets (`label`) at the top, each extra target's under `targets`."""
+    labels' budgets (`label`) at the top, each extra target's under `targets`; each budget
+    compares pretrained with random init and with each of `baselines` (`LE.summarize`)."""
     def section(rows: list[LE.BudgetScores], metric: str) -> dict:
-        return {"metric": metric, "budgets": [LE.summarize(r) for r in rows]}
+        return {"metric": metric, "budgets": [LE.summarize(r, versus=baselines) for r in rows]}
 
     rows, metric = scores["label"]
     out = {"probe": "logistic regression (ridge regression for real-valued targets)",
@@ -487,10 +539,10 @@ def evaluate_runs(run_dirs: list[str | Path], data_path: str | None = None, devi
             pooled = {k: ([LE.pool_runs([s[k][0][i] for s in scores])
                            for i in range(len(rows))], metric)
                           for k, (rows, metric, _) in scores[0].items()}
-            first = next(iter(results.values()))["label_efficiency"]
-            out["label_efficiency"] = {**summarize_efficiency(pooled, first["draws"],
-                                                              first["init_seeds"]),
-                                       "runs": len(scores)}
+            first = next(iter(results.values()))
+            out["label_efficiency"] = {**summarize_efficiency(
+                pooled, first["label_efficiency"]["draws"], first["label_efficiency"]["init_seeds"],
+                first.get("baselines", [])), "runs": len(scores)}
         else:
             out["label_efficiency"] = {"note": "not pooled: the runs were scored on different "
                                                "labels (another split or data)"}
@@ -520,11 +572,13 @@ def across_runs(results: list[dict]) -> dict:
 def format_table(result: dict) -> str:
     """A plain-text table of an `evaluate_run` result."""
     scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]
+    names = encoder_names(result)
+    width = _name_width(names)
     lines = []
     if scalar:
-        lines.append(f"accuracy{'':<6}" + "".join(f"{p:>14}" for p in scalar))
-        for name in ENCODERS:
-            lines.append(f"{name:<14}" + "".join(f"{result[p][name]:>14.4f}" for p in scalar))
+        lines.append(f"{'accuracy':<{width}}" + "".join(f"{p:>14}" for p in scalar))
+        for name in names:
+            lines.append(f"{name:<{width}}" + "".join(f"{result[p][name]:>14.4f}" for p in scalar))
         each = result.get("random_init_each", {})
         if each:
             lines.append(f"(random_init: mean of {len(next(iter(each.values())))} initialisations; "
@@ -532,7 +586,7 @@ def format_table(result: dict) -> str:
                          + ")")
     for name, row in result.get("targets", {}).items():
         lines.append(f"target {name} ({row['metric']}): " + ", ".join(
-            f"{encoder} {row[encoder]:.4f}" for encoder in ENCODERS))
+            f"{encoder} {row[encoder]:.4f}" for encoder in names))
     for episode, scores in result.get("few_shot", {}).items():
         lines.append(f"few-shot {episode}: " + ", ".join(
             f"{name} {s['mean']:.4f} ± {s['std']:.4f}" for name, s in scores.items()))
@@ -573,14 +627,15 @@ def save_report(directory: Path, name: str, result: dict, text: str, command: li
 
 def comparison(result: dict) -> str:
     """One line reading a result: pretrained minus each baseline on each accuracy probe, in
-    percentage points (means over runs when the values are `{"mean", "std"}`), and the verdict at
-    5 labels per class where label efficiency measured it."""
+    percentage points (means over runs when the values are `{"mean", "std"}`), and the verdicts
+    at 5 labels per class (against random init, then each modality baseline) where label
+    efficiency measured them."""
     def value(v: Any) -> float:
         return v["mean"] if isinstance(v, dict) else v
 
     scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]
     parts = []
-    for baseline in ("random_init", "raw_features"):
+    for baseline in encoder_names(result)[1:]:
         diffs = [f"{p} {100 * (value(result[p]['pretrained']) - value(result[p][baseline])):+.1f}"
                  for p in scalar]
         if diffs:
@@ -591,6 +646,8 @@ def comparison(result: dict) -> str:
     if five:
         line += ("; " if line else "") + (f"with 5 labels per class: {five[0]['verdict']} "
                                           f"({_signed_ci(five[0]['difference'])})")
+        line += "".join(f", vs {name}: {paired['verdict']} ({_signed_ci(paired['difference'])})"
+                        for name, paired in five[0].get("versus", {}).items())
     return line
 
 
@@ -607,19 +664,28 @@ def format_efficiency(summary: dict, title: str = "label efficiency") -> list[st
             f"mean of {summary['init_seeds']} initialisations (their range)):")
         rows = []
         for b in section["budgets"]:
-            rnd = b["random_init"]
+            rnd, versus = b["random_init"], b.get("versus", {})
             span = f" ({rnd['init_min']:.3f}-{rnd['init_max']:.3f})" if "init_min" in rnd else ""
             rows.append({
                 "budget": b["budget"], "labels": f"{b['n_labels']:.0f}" + ("*" if b["capped"] else ""),
                 "pretrained": _ci(b["pretrained"]), "random_init": _ci(rnd) + span,
                 "raw_features": _ci(b["raw_features"]),
+                **{name: _ci(b[name]) for name in versus},
                 "pretrained - random_init": _signed_ci(b["difference"]),
                 "verdict": b["verdict"]})
+            for name, paired in versus.items():
+                rows[-1].update({f"pretrained - {name}": _signed_ci(paired["difference"]),
+                                 f"verdict vs {name}": paired["verdict"]})
         lines += _rows(rows)
         if any(b["capped"] for b in section["budgets"]):
             lines.append("(* some classes have fewer training examples than the budget: all of "
                          "theirs are used)")
     return lines
+
+
+def _name_width(names: list[str]) -> int:
+    """The width of a table's first column: 14, or more for a longer encoder name."""
+    return max(14, *(len(name) + 2 for name in names))
 
 
 def _ci(s: dict) -> str:
@@ -640,14 +706,16 @@ def format_runs(out: dict) -> str:
     agg, n = out["across_runs"], len(out["runs"])
     lines.append(f"== mean ± std over {n} runs")
     scalar = [p for p in ("linear_probe", "knn", "svm") if p in agg]
+    names = encoder_names(agg)
+    width = _name_width(names)
     if scalar:
-        lines.append(f"accuracy{'':<6}" + "".join(f"{p:>18}" for p in scalar))
-        for name in ENCODERS:
-            lines.append(f"{name:<14}" + "".join(
+        lines.append(f"{'accuracy':<{width}}" + "".join(f"{p:>18}" for p in scalar))
+        for name in names:
+            lines.append(f"{name:<{width}}" + "".join(
                 f"{agg[p][name]['mean']:>11.4f} ± {agg[p][name]['std']:.3f}" for p in scalar))
     for name, row in agg.get("targets", {}).items():
         lines.append(f"target {name}: " + ", ".join(
-            f"{e} {row[e]['mean']:.4f} ± {row[e]['std']:.4f}" for e in ENCODERS))
+            f"{e} {row[e]['mean']:.4f} ± {row[e]['std']:.4f}" for e in names))
     if "label_efficiency" in out:
         lines += format_efficiency(out["label_efficiency"],
                                    f"label efficiency pooled over {n} runs")

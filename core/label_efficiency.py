@@ -2,14 +2,16 @@
 
 For each labelled budget — `k` examples per class (`eval.shots`) or a share of the training
 labels (`eval.fractions`) — `eval.draws` seeded subsets of the training split are drawn once and
-used for every encoder (pretrained, each random initialisation, raw features), so the
-comparison is **paired**: a probe fitted on the same labelled examples, scored on the same test
-split. The probe is logistic regression on standardised features (accuracy) for class labels,
-ridge regression (R², alpha by cross-validation when the subset allows) for real-valued targets.
+used for every encoder (pretrained, each random initialisation, raw features, the modality's
+label-free baselines), so the comparison is **paired**: a probe fitted on the same labelled
+examples, scored on the same test split. The probe is logistic regression on standardised
+features (accuracy) for class labels, ridge regression (R², alpha by cross-validation when the
+subset allows) for real-valued targets.
 
 Intervals (95 %):
 - over draws, a Student-t interval of the per-draw scores (and of the per-draw paired difference
-  pretrained − random init, where random init is the mean over its initialisations on that draw);
+  pretrained − random init, where random init is the mean over its initialisations on that draw,
+  and pretrained − each label-free baseline of the modality, e.g. time series' MiniRocket);
 - where a budget has a single distinct draw (every label, or `k` at least every class's size),
   a normal interval over test examples of the per-example score difference (accuracy: correct or
   not; R²: each example's share of 1 − SSE/SST), the paired test of two classifiers on one test set.
@@ -20,6 +22,7 @@ A verdict per budget reads the paired interval: `helps` when it lies above 0, `h
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -187,9 +190,12 @@ def verdict(low: float, high: float) -> str:
     return "helps" if low > 0 else "hurts" if high < 0 else "no difference"
 
 
-def summarize(scores: BudgetScores, baseline: str = "random_init") -> dict:
+def summarize(scores: BudgetScores, baseline: str = "random_init",
+              versus: Sequence[str] = ()) -> dict:
     """JSON-ready summary of one budget: each encoder's mean and interval, random init's range
-    over initialisations, the paired difference pretrained − `baseline` and its verdict."""
+    over initialisations, the paired difference pretrained − `baseline` and its verdict
+    (`difference`, `verdict`), and under `versus` the same against each encoder it names (a
+    modality's label-free baselines: `{name: {"difference", "verdict"}}`)."""
     over = "test_examples" if scores.examples else "draws"
     source = scores.examples or scores.draws
     row: dict = {"budget": scores.budget.name, "kind": scores.budget.kind,
@@ -201,10 +207,18 @@ def summarize(scores: BudgetScores, baseline: str = "random_init") -> dict:
     if scores.init_means:
         row[baseline].update(init_min=min(scores.init_means), init_max=max(scores.init_means))
     if "pretrained" in source and baseline in source:
-        mean, low, high = interval(source["pretrained"] - source[baseline], over=over)
-        row["difference"] = {"mean": mean, "low": low, "high": high, "over": over}
-        row["verdict"] = verdict(low, high)
+        row.update(paired(source["pretrained"], source[baseline], over))
+    if versus:
+        row["versus"] = {name: paired(source["pretrained"], source[name], over) for name in versus}
     return row
+
+
+def paired(scores: np.ndarray, baseline: np.ndarray, over: str) -> dict:
+    """`{"difference": {mean, low, high, over}, "verdict"}` of the paired difference `scores −
+    baseline` (per draw or per test example, as `over` says)."""
+    mean, low, high = interval(scores - baseline, over=over)
+    return {"difference": {"mean": mean, "low": low, "high": high, "over": over},
+            "verdict": verdict(low, high)}
 
 
 def pool_runs(runs: list[BudgetScores]) -> BudgetScores:

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 from polyjepa.errors import RegistryError
 
 if TYPE_CHECKING:  # the protocols import torch; listing plugins must not
-    from polyjepa.contracts import EvalProtocol, Importer, LoadData, LoadFile, RawFeatures, Synthetic
+    from polyjepa.contracts import (
+        Baseline,
+        EvalProtocol,
+        Importer,
+        LoadData,
+        LoadFile,
+        RawFeatures,
+        Synthetic,
+    )
 
 MODALITY_GROUP = "polyjepa.modalities"
 DISABLE_AUTOLOAD_ENV = "POLYJEPA_DISABLE_PLUGIN_AUTOLOAD"
@@ -76,6 +84,10 @@ class ModalityPlugin:
         protocols: evaluations of this modality by name, run by `polyjepa eval` when listed in
             `eval.protocols`: `(run_dir=, recipe=, train_set=, test_set=, device=) -> dict`
             (JSON-ready; a `table` entry, a list of row dicts, is printed as a table).
+        baselines: the field's label-free baselines by name (time series: ``minirocket``),
+            each fitted on a run's training split without its labels (`contracts.Baseline`:
+            ``(dataset, rows, seed) -> (dataset) -> [N, F]``); `polyjepa eval` probes them
+            beside ``raw_features``.
     """
 
     name: str
@@ -87,6 +99,7 @@ class ModalityPlugin:
     components: dict[str, Callable[..., Any]] = field(default_factory=dict)
     importers: dict[str, Importer] = field(default_factory=dict)
     protocols: dict[str, EvalProtocol] = field(default_factory=dict)
+    baselines: dict[str, Baseline] = field(default_factory=dict)
 
 
 CORE: dict[tuple[str, str], Component] = {}

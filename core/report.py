@@ -6,9 +6,10 @@ The page holds, from what the run directories hold:
 - **training curves** (`metrics.jsonl`): loss raw and smoothed, learning rate, EMA momentum, weight
   decay, the collapse monitors with their warning threshold, the online probe, every other logged
   value, skipped steps marked; several runs are overlaid;
-- **evaluation** (`eval*.json` from `polyjepa eval`): the protocols' tables beside random init and
-  raw features, the label-efficiency curve with its intervals shaded, the learning curve over kept
-  checkpoints; for several runs a table of mean ± std across them;
+- **evaluation** (`eval*.json` from `polyjepa eval`): the protocols' tables beside random init,
+  raw features and the modality's label-free baselines (time series: MiniRocket), the
+  label-efficiency curve with its intervals shaded, the learning curve over kept checkpoints;
+  for several runs a table of mean ± std across them;
 - **embeddings**: the test embeddings in 2-D (PCA and t-SNE, scikit-learn), coloured by label,
   pretrained and random init side by side (needs an evaluated run whose data is readable).
 
@@ -45,7 +46,6 @@ MAP_POINTS = 500
 SCHEDULES = ("lr", "momentum", "wd")
 MONITORS = ("embed_std", "rankme")
 BOOKKEEPING = {"step", "samples_per_s", "skipped_steps", "skipped_samples", "probe/seconds"}
-ENCODERS = ("pretrained", "random_init", "raw_features")
 
 
 @dataclass
@@ -215,7 +215,7 @@ def _number(value: Any) -> str:
 
 
 def _probe_rows(result: dict) -> list[tuple[str, dict]]:
-    """`(protocol, {encoder: value})` for every protocol scored for the three encoders."""
+    """`(protocol, {encoder: value})` for every protocol scored for the encoders."""
     rows = [(name, value) for name, value in result.items()
             if isinstance(value, dict) and "pretrained" in value and "random_init" in value]
     for name, value in (result.get("targets") or {}).items():
@@ -228,9 +228,12 @@ def eval_table(result: dict) -> str:
     rows = _probe_rows(result)
     if not rows:
         return ""
-    head = "".join(f"<th>{e.replace('_', ' ')}</th>" for e in ENCODERS)
+    from polyjepa.evaluate import encoder_names
+
+    names = encoder_names(result)
+    head = "".join(f"<th>{html.escape(e.replace('_', ' '))}</th>" for e in names)
     body = "".join(f"<tr><td>{html.escape(name)}</td>"
-                   + "".join(f"<td>{_number(value.get(e, ''))}</td>" for e in ENCODERS) + "</tr>"
+                   + "".join(f"<td>{_number(value.get(e, ''))}</td>" for e in names) + "</tr>"
                    for name, value in rows)
     return f"<table><tr><th>protocol</th>{head}</tr>{body}</table>"
 
@@ -239,7 +242,7 @@ def other_protocols(result: dict) -> str:
     """Modality protocols (forecast, control, ...) as a JSON block."""
     known = {name for name, _ in _probe_rows(result)} | {
         "targets", "label_efficiency", "n_train", "n_test", "command", "random_init_each",
-        "checkpoint", "split"}
+        "checkpoint", "split", "baselines"}
     rest = {k: v for k, v in result.items() if k not in known}
     if not rest:
         return ""
@@ -247,16 +250,18 @@ def other_protocols(result: dict) -> str:
 
 
 def efficiency_figure(result: dict, title: str) -> str:
-    """Score against labels (log scale) for the three encoders, 95 % intervals shaded."""
+    """Score against labels (log scale) for every encoder, 95 % intervals shaded."""
     summary = result.get("label_efficiency") or {}
     budgets = [b for b in summary.get("budgets", []) if "pretrained" in b]
     if not budgets:
         return ""
+    from polyjepa.evaluate import encoder_names
+
     plt = _plt()
     budgets = sorted(budgets, key=lambda b: b["n_labels"])
     x = np.array([b["n_labels"] for b in budgets], dtype=float)
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for name in ENCODERS:
+    for name in encoder_names(result):
         mean = np.array([b[name]["mean"] for b in budgets])
         low = np.array([b[name]["low"] for b in budgets])
         high = np.array([b[name]["high"] for b in budgets])
@@ -472,7 +477,7 @@ def build_report(run_dirs: Sequence[str | Path], maps: bool = True) -> str:
         parts.append(other_protocols(result))
         parts.append(efficiency_figure(result, f"label efficiency: {run.name}"))
         for name, target in ((result.get("label_efficiency") or {}).get("targets") or {}).items():
-            parts.append(efficiency_figure({"label_efficiency": target},
+            parts.append(efficiency_figure({**result, "label_efficiency": target},
                                            f"label efficiency, {name}: {run.name}"))
         parts.append(learning_curve(run))
     parts.append(across_table(runs))

@@ -25,8 +25,9 @@ import torch
 from polyjepa.registry import ModalityPlugin, get_modality
 
 QUICK = ["synthetic=true", "train.max_steps=2", "train.batch_size=4", "train.progress=false",
-         "train.device=cpu", "train.probe_every=null", "train.keep_checkpoints=[]",
-         "train.keep_every=null", "train.precision=fp32", "train.num_workers=0"]
+         "train.device=cpu", "train.probe_every=null", "train.select=last",
+         "train.keep_checkpoints=[]", "train.keep_every=null", "train.precision=fp32",
+         "train.num_workers=0"]
 
 
 class ConformanceError(AssertionError):

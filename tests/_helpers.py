@@ -28,10 +28,10 @@ EXTRA_EP = {"polyjepa.components": {"tabular.mlp_tokenizer": "polyjepa_extra:MLP
 DEMOS = sorted(row["name"] for row in summary_rows() if row["scale"] == "demo")
 """Every shipped demo recipe."""
 SHORT_DEMO_RUN = ["synthetic=true", "train.log_every=1", "train.progress=false",
-                  "train.probe_every=null", "train.keep_checkpoints=[]",
+                  "train.probe_every=null", "train.select=last", "train.keep_checkpoints=[]",
                   "train.checkpoint_every=1000"]
-"""A demo's few steps on its plugin's synthetic data: every step logged, no online probe, no
-kept encoders, one checkpoint (the last step's); add `train.max_steps`."""
+"""A demo's few steps on its plugin's synthetic data: every step logged, no online probe (so no
+selection), no kept encoders, one checkpoint (the last step's); add `train.max_steps`."""
 NEEDS = {"audio": ("librosa", "soundfile"), "video": ("av",)}
 """Optional packages a modality's synthetic data or frontend reads through (skipped without)."""
 SYNTHETIC_FIT = {"video_tube_jepa": ["model.tokenizer.patch=8", "masker.min_keep=4"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -14,11 +15,12 @@ from polyjepa.build import build_backbone, load_datasets
 from polyjepa.checkpoint import load_file
 from polyjepa.data import eval_collate
 from polyjepa.encoders import Backbone, TransformerEncoder
-from polyjepa.errors import CheckpointError, ConfigError
+from polyjepa.errors import CheckpointError, ConfigError, ContractError, MissingExtraError
 from polyjepa.evaluate import evaluate_run, format_table, knn_probe, linear_probe
 from polyjepa.hub import load_encoder
 from polyjepa.modalities.tabular.tokenizer import FeatureTokenizer
 from polyjepa.pooling import POOLINGS, pool, pooled_dim
+from polyjepa.registry import get_modality
 from polyjepa.train import CHECKPOINT, pretrain
 
 # ------------------------------------------------------------------------------ probes
@@ -318,3 +320,62 @@ def test_target_probes_leave_out_unknown_class_targets():
     expected = E.linear_probe(x_tr, y_tr, x_te[50:], y_te[50:])
     assert rows["who"]["pretrained"] == pytest.approx(expected)
     assert half["who"]["pretrained"] == pytest.approx(E.linear_probe(x_tr, y_tr, x_te, y_te))
+
+
+# ------------------------------------------------------------------------------ modality baselines
+
+
+def pca_baseline(calls: list):
+    """A label-free baseline for the tabular plugin: PCA of the raw features, fitted on the
+    rows it is given (recorded in `calls` as `(dataset size, rows, seed)`)."""
+    from sklearn.decomposition import PCA
+
+    raw = get_modality("tabular").raw_features
+
+    def fit(dataset, rows, seed):
+        calls.append((len(dataset), np.array(rows), seed))
+        pca = PCA(4, random_state=seed).fit(raw(dataset).numpy()[rows])
+        return lambda data: pca.transform(raw(data).numpy())
+
+    return fit
+
+
+def test_a_modality_baseline_is_fitted_on_the_training_split_and_probed_beside_raw_features(
+        tmp_path_factory, monkeypatch):
+    run = _trained("breast_cancer", tmp_path_factory)
+    calls: list = []
+    monkeypatch.setattr(get_modality("tabular"), "baselines", {"pca": pca_baseline(calls)})
+    result = evaluate_run(run, device="cpu", overrides=[
+        "data.val_fraction=0.25", "eval.split=val", "eval.protocols=[linear_probe,knn,svm]",
+        "eval.init_seeds=1", "eval.svm_c=[1.0]", "eval.seed=3"])
+    (size, rows, seed), = calls  # fitted once, on the training part of the 455 training rows
+    assert size == 455 and len(rows) == result["n_train"] == 341 and seed == 3
+    assert len(np.unique(rows)) == len(rows)
+    assert result["baselines"] == ["pca"]
+    for probe in ("linear_probe", "knn", "svm"):
+        assert list(result[probe]) == [*E.ENCODERS, "pca"]
+        assert result[probe]["pca"] > 0.8  # breast cancer's first components separate it
+    table = format_table(result)
+    assert "\npca " in table and "vs pca: linear_probe" in table
+
+
+def test_a_baseline_without_its_package_is_skipped_and_one_named_like_an_encoder_refused(
+        tmp_path_factory, monkeypatch, caplog):
+    run = _trained("breast_cancer", tmp_path_factory)
+    tabular = get_modality("tabular")
+    quick = ["eval.protocols=[linear_probe]", "eval.init_seeds=1"]
+    plain = evaluate_run(run, device="cpu", overrides=quick)
+    assert list(plain["linear_probe"]) == list(E.ENCODERS) and "baselines" not in plain
+
+    def missing(dataset, rows, seed):
+        raise MissingExtraError("the test baseline needs nothing_here: pip install 'x[y]'")
+
+    monkeypatch.setattr(tabular, "baselines", {"absent": missing})
+    with caplog.at_level(logging.WARNING, logger="polyjepa"):
+        assert evaluate_run(run, device="cpu", overrides=quick) == plain
+    assert [r.getMessage() for r in caplog.records] == [
+        "eval: the absent baseline is skipped: the test baseline needs nothing_here: "
+        "pip install 'x[y]'"]
+    monkeypatch.setattr(tabular, "baselines", {"raw_features": pca_baseline([])})
+    with pytest.raises(ContractError, match="'raw_features' is named like one of"):
+        evaluate_run(run, device="cpu", overrides=quick)

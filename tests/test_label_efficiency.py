@@ -16,7 +16,15 @@ from sklearn.metrics import r2_score
 from polyjepa import label_efficiency as LE
 from polyjepa.cli import main
 from polyjepa.errors import ConfigError
-from polyjepa.evaluate import evaluate_run, evaluate_runs, format_runs, format_table
+from polyjepa.evaluate import (
+    evaluate_run,
+    evaluate_runs,
+    format_efficiency,
+    format_runs,
+    format_table,
+    summarize_efficiency,
+)
+from polyjepa.registry import get_modality
 from polyjepa.train import pretrain
 
 
@@ -108,6 +116,30 @@ def test_separating_features_help_and_noise_hurts():
     flipped = LE.label_efficiency({"pretrained": bad[:1], "random_init": good}, y_tr, y_te,
                                   shots=[5], fractions=[], draws=8, seed=0)
     assert LE.summarize(flipped[0])["verdict"] == "hurts"
+
+
+def test_each_modality_baseline_gets_a_paired_difference_and_verdict():
+    x_tr, y_tr = classes(300, 5, 4.0, seed=0)
+    x_te, y_te = classes(200, 5, 4.0, seed=1)
+    rng = np.random.default_rng(5)
+    good, bad = [(x_tr, x_te)], [(rng.normal(size=x_tr.shape), rng.normal(size=x_te.shape))]
+    rows = LE.label_efficiency({"pretrained": good, "random_init": bad, "raw_features": good,
+                                "field": bad, "copy": good}, y_tr, y_te, shots=[5],
+                               fractions=[1.0], draws=4, seed=0)
+    for scores in rows:
+        row = LE.summarize(scores, versus=["field", "copy"])
+        assert row["verdict"] == row["versus"]["field"]["verdict"] == "helps"
+        assert row["versus"]["field"]["difference"] == row["difference"]  # the same scores
+        assert row["versus"]["copy"]["verdict"] == "no difference"
+        assert "versus" not in LE.summarize(scores)
+    lines = format_efficiency(summarize_efficiency({"label": (rows, "accuracy")}, 4, 1,
+                                                   ["field", "copy"]))
+    header = lines[1].split()
+    assert header.index("field") < header.index("copy") < header.index("verdict") < \
+        header.index("field", header.index("verdict"))
+    assert "vs field" in lines[1] and "verdict vs copy" in lines[1]
+    plain = format_efficiency(summarize_efficiency({"label": (rows, "accuracy")}, 4, 1))
+    assert "field" not in "\n".join(plain)
 
 
 def test_the_paired_interval_is_narrower_than_the_unpaired_one():
@@ -232,3 +264,21 @@ def test_eval_of_several_runs_reports_each_and_across(seed_runs, capsys):
 def test_eval_needs_a_run_directory(capsys):
     assert main(["eval", "eval.protocols=[knn]"]) == 2
     assert "name at least one run directory" in capsys.readouterr().err
+
+
+def test_runs_pool_the_modality_baselines_too(seed_runs, monkeypatch):
+    raw = get_modality("tabular").raw_features
+
+    def first_columns(dataset, rows, seed):  # label-free, nothing to fit
+        return lambda data: raw(data).numpy()[:, :3]
+
+    monkeypatch.setattr(get_modality("tabular"), "baselines", {"first3": first_columns})
+    out = evaluate_runs(seed_runs, device="cpu", overrides=EFFICIENCY)
+    assert out["across_runs"]["baselines"] == ["first3"]
+    pooled = out["label_efficiency"]["budgets"]
+    assert all(b["versus"]["first3"]["verdict"] in LE.VERDICTS for b in pooled)
+    assert pooled[0]["first3"]["mean"] == pytest.approx(np.mean(
+        [r["label_efficiency"]["budgets"][0]["first3"]["mean"] for r in out["runs"].values()]))
+    text = format_runs(out)
+    assert "\nfirst3 " in text and "label efficiency pooled over 2 runs" in text
+    assert "pretrained - first3" in text and "vs first3: linear_probe" in text

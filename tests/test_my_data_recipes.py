@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 from _helpers import logged, single_thread  # noqa: F401  (autouse fixture)
@@ -28,7 +29,8 @@ def run_both(recipe: str, data, out, capsys, *extra: str) -> dict:
     capsys.readouterr()
     assert main(["eval", str(out), *QUICK_EVAL]) == 0, capsys.readouterr().err
     result = json.loads(capsys.readouterr().out)
-    assert set(result["linear_probe"]) == {"pretrained", "random_init", "raw_features"}
+    baselines = {"minirocket"} if recipe == "my_series" else set()  # the field's, for series
+    assert set(result["linear_probe"]) == {"pretrained", "random_init", "raw_features", *baselines}
     assert (out / "eval.json").is_file()
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("probe/linear" in row for row in metrics)  # the online probe ran on the val split
@@ -79,6 +81,25 @@ def test_my_videos_on_a_folder_of_arrays(tmp_path, capsys):
             np.save(tmp_path / "clips" / name / f"{i}.npy", clip)
     result = run_both("my_videos", tmp_path / "clips", tmp_path / "run", capsys)
     assert result["n_test"] == 3
+
+
+def test_my_series_on_series_of_any_length_some_shorter_than_a_patch(tmp_path, capsys, caplog):
+    """A long table of 40 series of 3 to 120 steps: the 10 patches of the longest are 12 steps,
+    so a series of 3 covers one patch; `data.length_policy=auto` stretches those, with one
+    warning, instead of stopping at step 0 (issue 28)."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(40):
+        label = ("calm", "wavy")[i % 2]
+        t = int(rng.integers(3, 121)) if i > 1 else (3, 120)[i]
+        wave = np.sin(np.arange(t) / (2 if label == "wavy" else 20)) + 0.1 * rng.normal(size=t)
+        rows += [{"id": i, "time": k, "value": v, "label": label} for k, v in enumerate(wave)]
+    pd.DataFrame(rows).to_csv(tmp_path / "series.csv", index=False)
+    with logged(caplog, "shorter than 20% of the length 120: stretched to 24 steps"):
+        result = run_both("my_series", tmp_path / "series.csv", tmp_path / "run", capsys)
+    assert result["n_test"] == 8
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["selection"]["by"] == "val_probe"  # 6 validation series, 3 of each class
 
 
 def test_a_generic_recipe_without_data_says_what_to_pass(tmp_path, capsys):

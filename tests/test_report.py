@@ -24,9 +24,9 @@ from _helpers import (  # noqa: F401
     write_recipe,
 )
 
-from polyjepa import cli
+from polyjepa import cli, report
 from polyjepa.evaluate import evaluate_run, format_table, save_report
-from polyjepa.report import build_report, thin, write_report
+from polyjepa.report import build_report, efficiency_figure, eval_table, other_protocols, thin, write_report
 from polyjepa.train import pretrain
 
 
@@ -145,6 +145,27 @@ def test_the_cli_writes_and_rebuilds_reports(evaluated_run, tmp_path, capsys):
 def test_long_curves_are_thinned_to_the_limit():
     x, y = thin(range(10_000), [float(i) for i in range(10_000)], limit=2000)
     assert len(x) <= 2000 and x[0] == 0 and x[-1] == 9999 and (y == x).all()
+
+
+def test_a_modality_baseline_is_a_column_and_a_curve(monkeypatch):
+    def scores(mean: float) -> dict:
+        return {"mean": mean, "low": mean - 0.1, "high": mean + 0.1}
+
+    probe = {"pretrained": 0.9, "random_init": 0.5, "raw_features": 0.6, "minirocket": 0.95}
+    budgets = [{"budget": f"{k}_per_class", "n_labels": 4 * k,
+                **{name: scores(v - 0.1 / k) for name, v in probe.items()}} for k in (1, 5)]
+    result = {"linear_probe": probe, "baselines": ["minirocket"], "n_train": 8, "n_test": 4,
+              "label_efficiency": {"metric": "accuracy", "budgets": budgets}}
+    table = eval_table(result)
+    assert "<th>raw features</th><th>minirocket</th>" in table and "<td>0.950</td>" in table
+    assert other_protocols(result) == ""  # `baselines` is not a protocol of its own
+    legends = []
+    monkeypatch.setattr(report, "_figure_html",
+                        lambda fig, alt: legends.append(fig.axes[0].get_legend_handles_labels()[1]))
+    efficiency_figure(result, "label efficiency")
+    assert legends == [["pretrained", "random init", "raw features", "minirocket"]]
+    without = {"linear_probe": {k: v for k, v in probe.items() if k != "minirocket"}}
+    assert "minirocket" not in eval_table(without) and eval_table(without).count("<th>") == 4
 
 
 def test_tensorboard_scalars_equal_the_metrics_file(evaluated_run):

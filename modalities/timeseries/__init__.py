@@ -1,6 +1,7 @@
 """Time-series modality: UCR/UEA `.ts`, wide/long tables and arrays; missing-value filling,
 padding or resampling to one length, standardisation; patch tokens (channel-independent or
-mixing, optional RevIN) and padding-aware patch masks; a cart-pole simulator with actions."""
+mixing, optional RevIN) and padding-aware patch masks; a cart-pole simulator with actions;
+MiniRocket as the label-free baseline `polyjepa eval` probes beside the raw values."""
 
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ from sklearn.model_selection import train_test_split
 
 from polyjepa.errors import DataError
 from polyjepa.modalities.timeseries.augment import SeriesViews
+from polyjepa.modalities.timeseries.baselines import minirocket
 from polyjepa.modalities.timeseries.cartpole import CARTPOLE, STATE_NAMES, CartPoleConfig, generate
 from polyjepa.modalities.timeseries.config import TimeSeriesDataConfig
 from polyjepa.modalities.timeseries.control import control_protocol
 from polyjepa.modalities.timeseries.forecast import forecast_protocol
 from polyjepa.modalities.timeseries.maskers import PatchMasker
 from polyjepa.modalities.timeseries.preprocess import (
+    AUTO_SHORTEST,
     Scaler,
     SeriesArrays,
-    AUTO_SHORTEST,
     check_channels,
     stretch_short,
     to_arrays,
@@ -183,4 +185,5 @@ plugin = ModalityPlugin(
     load_file=load_file,
     components={"patches": PatchTokenizer, "masks": PatchMasker, "views": SeriesViews},
     protocols={"forecast": forecast_protocol, "control": control_protocol},
+    baselines={"minirocket": minirocket},
 )

@@ -135,7 +135,7 @@ def test_ts_jepa_masked_pretrains_evaluates_and_finetunes_with_padding(tmp_path)
     run = pretrain("ts_jepa_masked", ["synthetic=true", *RUN, "model.predictor.dim=24",
                                       "model.predictor.depth=1"], tmp_path / "run")
     result = evaluate_run(run, device="cpu")
-    assert set(result["knn"]) == {"pretrained", "random_init", "raw_features"}
+    assert set(result["knn"]) == {"pretrained", "random_init", "raw_features", "minirocket"}
     tuned = finetune_run(run, device="cpu", overrides=["finetune.max_steps=2",
                                                       "finetune.batch_size=16"])
     assert 0.0 <= tuned["finetune"] <= 1.0
