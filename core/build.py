@@ -21,10 +21,10 @@ from torch import nn
 from polyjepa import config as C
 from polyjepa.budget import Budget, resolve_budget
 from polyjepa.contracts import Objective, conform
-from polyjepa.data import Collate, carve_validation, fitting_batch_size
+from polyjepa.data import Collate, PretrainingSet, carve_validation, fitting_batch_size
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError
-from polyjepa.paths import DATA_ROOT_ENV, data_root
+from polyjepa.paths import DATA_ROOT_ENV, data_root, expand_pattern, is_name, resolve_path
 from polyjepa.registry import ModalityPlugin, get_component, get_modality, raised_at
 
 
@@ -98,6 +98,25 @@ def load_splits(recipe: Recipe) -> Splits:
     if C.val_fraction(cfg) > 0:
         train, val = carve_validation(train, C.val_fraction(cfg), cfg.eval.seed)
     return Splits(train, val, test, meta)
+
+
+def load_unlabelled(recipe: Recipe, meta: dict) -> list[Any]:
+    """The datasets of `data.unlabelled`, one per entry, each read by the plugin's `load_file`
+    with the preprocessing fitted on the labelled training split (`meta`); labels they may
+    carry are never used.
+
+    Raises:
+        DataError: a path that does not exist, a pattern that matches nothing, a file the
+            modality cannot read or whose samples differ in kind from the training data's (the
+            plugin's message, naming the file).
+    """
+    root = data_root(recipe.cfg.data_root)
+    specs = C.unlabelled_paths(recipe.cfg)
+    for i, spec in enumerate(specs):  # every path checked before any is read
+        for path in expand_pattern(spec, root, f"data.unlabelled[{i}]"):
+            if not is_name(path):
+                resolve_path(path, root, f"data.unlabelled[{i}]")
+    return [recipe.plugin.load_file(recipe.cfg.data, spec, root, meta) for spec in specs]
 
 
 def load_datasets(recipe: Recipe) -> tuple[Any, Any, dict]:
@@ -311,6 +330,8 @@ class Run:
 
     recipe: Recipe
     splits: Splits
+    pretraining: Any  # what pretraining reads: `splits.train`, then `data.unlabelled`'s pools
+    unlabelled_samples: int  # how many of `pretraining`'s samples the pools add
     batch_size: int  # per process: `train.batch_size`, or the samples each has when fewer
     budget: Budget
     objective: Objective
@@ -321,11 +342,14 @@ def assemble(recipe: Recipe, world_size: int = 1) -> Run:
     """Recipe -> plugin's data -> batch size and length -> backbone -> masker -> objective ->
     collate, for a run over `world_size` processes."""
     splits = load_splits(recipe)
+    pools = load_unlabelled(recipe, splits.meta)
+    pools = [pool for pool in pools if len(pool)]
+    pretraining = PretrainingSet([splits.train, *pools]) if pools else splits.train
     train = recipe.cfg.train
     # the batch fits the data: a small dataset trains on batches of all of it
-    batch_size = fitting_batch_size(train.batch_size, len(splits.train), "train.batch_size",
+    batch_size = fitting_batch_size(train.batch_size, len(pretraining), "train.batch_size",
                                     world_size)
-    budget = resolve_budget(train, recipe.cfg.optim.warmup_steps, len(splits.train), batch_size,
+    budget = resolve_budget(train, recipe.cfg.optim.warmup_steps, len(pretraining), batch_size,
                             world_size)
     collate_side, device_side = split_augmentations(build_augmentations(recipe, splits.meta))
     try:
@@ -343,4 +367,5 @@ def assemble(recipe: Recipe, world_size: int = 1) -> Run:
             "objective.global_views < objective.views) or remove local_augmentations")
     collate = Collate(masker, collate_side, objective.num_views, collate_local,
                       objective.num_global_views)
-    return Run(recipe, splits, batch_size, budget, objective, collate)
+    return Run(recipe, splits, pretraining, len(pretraining) - len(splits.train), batch_size,
+               budget, objective, collate)

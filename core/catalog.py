@@ -135,9 +135,9 @@ def time_steps(name_or_path: str, overrides: Sequence[str] = (), steps: int = 20
         info = json.loads((run / "run.json").read_text())
     rate = json.loads(rows[-1])["samples_per_s"]
     per_step = info["batch_size"] * cfg.accumulate * info["world_size"] / rate
-    budget = resolve_budget(cfg, recipe.optim.warmup_steps, info["train_samples"],
+    budget = resolve_budget(cfg, recipe.optim.warmup_steps, info["pretraining_samples"],
                             info["batch_size"], info["world_size"])
     return {"samples_per_s": rate, "seconds_per_step": per_step, "max_steps": budget.steps,
             "epochs": budget.epochs,
-            "length": budget.describe(info["train_samples"], info["batch_size"]),
+            "length": budget.describe(info["pretraining_samples"], info["batch_size"]),
             "estimated_minutes": budget.steps * per_step / 60}

@@ -42,6 +42,11 @@ class DataConfig:
     # `eval.split=val` probes on it; pretraining and probes then train on the rest. The test split
     # is never touched. 0 turns it off.
     val_fraction: float = field(default=0.0, kw_only=True)
+    # Unlabelled data for pretraining only: folders (flat, or with class folders whose names are
+    # ignored), files, glob patterns (`clips/**/*.wav`) or manifests without a label column, read
+    # by the modality's `load_file` with the preprocessing fitted on `path`'s training split. The
+    # probes, selection and evaluation never see them. One path or a list.
+    unlabelled: str | list[str] = field(default_factory=list, kw_only=True)
 
     # Keys holding file or folder paths: a run stores them absolute (`polyjepa.paths.pin_paths`),
     # so that `eval`, `finetune` and `embed` find its data from any folder.
@@ -509,6 +514,16 @@ def path_keys(cfg: RecipeConfig) -> tuple[str, ...]:
     """The data section's keys holding paths (`DataConfig.path_keys`), none for a data schema
     that does not extend `DataConfig`."""
     return cfg.data.path_keys if isinstance(cfg.data, DataConfig) else ()
+
+
+def unlabelled_paths(cfg: RecipeConfig) -> list[str]:
+    """`data.unlabelled` as a list (empty for a data schema without it)."""
+    if not isinstance(cfg.data, DataConfig):
+        return []
+    value = cfg.data.unlabelled
+    if isinstance(value, str):
+        return [value] if value else []
+    return list(value)
 
 
 def val_fraction(cfg: RecipeConfig) -> float:

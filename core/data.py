@@ -252,6 +252,39 @@ class DataSplit(Dataset):
         return [ids[i] for i in self.indices]
 
 
+class PretrainingSet(Dataset):
+    """The samples pretraining reads: the labelled training split, then each unlabelled pool
+    (`data.unlabelled`) in order. Every sample is `(x, -1)`: pretraining takes no labels, and
+    the pools have none. Reads through each part's `sample(index, generator)` where it has one.
+
+    Args:
+        parts: datasets of `(x, y)` with samples of one shape, the training split first.
+    """
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = list(parts)
+        self.sampled = [p.parent_sampled if isinstance(p, DataSplit) else isinstance(p, Sampled)
+                        for p in self.parts]
+        self.ends = np.cumsum([len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        part = int(np.searchsorted(self.ends, i, side="right"))
+        return part, i - (int(self.ends[part - 1]) if part else 0)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        part, index = self._locate(i)
+        return self.parts[part][index][0], -1
+
+    def sample(self, i: int, generator: torch.Generator) -> tuple[Any, int]:
+        part, index = self._locate(i)
+        if not self.sampled[part]:
+            return self.parts[part][index][0], -1
+        return self.parts[part].sample(index, generator)[0], -1
+
+
 def whole(dataset: Any) -> Any:
     """The dataset a `DataSplit` was cut from (itself otherwise)."""
     return dataset.parent if isinstance(dataset, DataSplit) else dataset

@@ -8,12 +8,16 @@ Three layouts, all giving a list of `LabelledFile(path, label, groups)`:
   through `data.test_groups`);
 * a CSV manifest with the columns `path,label[,split]` (paths relative to the manifest).
 
+Unlabelled data (`data.unlabelled`, `embed`) may also be a flat folder, a manifest without a
+`label` column, one sample file, or a glob pattern matching any of these.
+
 A modality's `data:` section extends `FileDataConfig` with how to decode its files.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import math
 import re
 from collections.abc import Callable
@@ -25,7 +29,7 @@ import numpy as np
 
 from polyjepa.config import DataConfig
 from polyjepa.errors import ConfigError, DataError
-from polyjepa.paths import resolve_path
+from polyjepa.paths import expand_pattern, resolve_path
 
 SPLITS = ("train", "test")
 MANIFEST_SUFFIXES = (".csv", ".tsv")
@@ -88,14 +92,33 @@ def list_files(spec: str, cfg: FileDataConfig, root: Path | None, field_name: st
     """
     if not spec:
         raise DataError(f"{field_name}: set it to a folder of {what} or a CSV manifest")
+    if glob.has_magic(spec):  # each match read as if named alone, in name order
+        files, splits = [], []
+        for match in expand_pattern(spec, root, field_name):
+            more, more_splits = list_files(match, cfg, root, field_name, what, is_sample_dir)
+            files += more
+            splits += more_splits
+        return files, splits
     path = resolve_path(spec, root, field_name)
+    if _is_sample(path, cfg, is_sample_dir):  # one sample, unlabelled (data.unlabelled, embed)
+        return [LabelledFile(path, None)], [None]
     if path.is_file():
         if path.suffix.lower() not in MANIFEST_SUFFIXES:
             raise DataError(f"{field_name}: {path} is a file but not a CSV manifest "
-                            "(path,label[,split]); give a folder or a .csv")
+                            "(path,label[,split]) nor one of "
+                            f"{', '.join(normalized_extensions(cfg.extensions))}; give a folder "
+                            "or a .csv")
         return _read_manifest(path, cfg, what, is_sample_dir)
     files = _folder_files(path, cfg, field_name, what, is_sample_dir)
     return files, [None] * len(files)
+
+
+def _is_sample(path: Path, cfg: FileDataConfig,
+               is_sample_dir: Callable[[Path], bool] | None) -> bool:
+    """A file with one of the modality's extensions, or a folder that is a sample itself."""
+    if path.is_file():
+        return path.suffix.lower() in normalized_extensions(cfg.extensions)
+    return is_sample_dir is not None and path.is_dir() and is_sample_dir(path)
 
 
 def _folder_files(folder: Path, cfg: FileDataConfig, field_name: str, what: str,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from polyjepa.config import RecipeConfig, path_keys
+from polyjepa.config import RecipeConfig, path_keys, unlabelled_paths
 from polyjepa.errors import ConfigError, DataError
 
 DATA_ROOT_ENV = "POLYJEPA_DATA_ROOT"
@@ -68,16 +69,52 @@ def pin_paths(cfg: RecipeConfig) -> list[str]:
         cfg.data_root = str(root.resolve())
     for key in path_keys(cfg):
         value = getattr(cfg.data, key)
-        if not isinstance(value, str) or not value or _is_name(value):
+        if not isinstance(value, str) or not value or is_name(value):
             continue
         path = Path(value).expanduser()
         if not path.is_absolute() and path.exists():
             setattr(cfg.data, key, str(path.resolve()))
             changed.append(f"data.{key}={value}")
-    return changed
+    return changed + _pin_unlabelled(cfg)
 
 
-def _is_name(value: str) -> bool:
+def expand_pattern(spec: str, root: Path | None, field: str) -> list[str]:
+    """The paths a glob pattern names (`*`, `?`, `[...]`; `**` spans folders), sorted, tried in
+    the working directory, then under the data root; `[spec]` itself when it is no pattern.
+
+    Raises:
+        DataError: the pattern matches nothing; names `field`.
+    """
+    if not glob.has_magic(spec):
+        return [spec]
+    pattern = os.path.expanduser(spec)
+    matches = sorted(glob.glob(pattern, recursive=True))
+    where = "the working directory"
+    if not matches and root is not None and not os.path.isabs(pattern):
+        matches = sorted(glob.glob(str(root / pattern), recursive=True))
+        where += f" or the data root '{root}'"
+    if not matches:
+        raise DataError(f"{field}: the pattern '{spec}' matches nothing in {where}; check it, "
+                        "or give a folder")
+    return matches
+
+
+def _pin_unlabelled(cfg: RecipeConfig) -> list[str]:
+    """`data.unlabelled` entries made absolute where they name paths of the working directory
+    (a pattern too, when it matches there)."""
+    entries = unlabelled_paths(cfg)
+    pinned = []
+    for value in entries:
+        path = os.path.expanduser(value)
+        here = glob.glob(path, recursive=True) if glob.has_magic(path) else os.path.exists(path)
+        pinned.append(os.path.abspath(path) if here and not os.path.isabs(path) else value)
+    if pinned == entries:
+        return []
+    cfg.data.unlabelled = pinned  # type: ignore[attr-defined]  # unlabelled_paths checked
+    return [f"data.unlabelled={entries}"]
+
+
+def is_name(value: str) -> bool:
     """`builtin:NAME`, `sklearn:NAME`: a dataset named by a reader, not a path."""
     scheme, colon, _ = value.partition(":")
     return bool(colon) and scheme.isidentifier() and len(scheme) > 1

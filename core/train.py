@@ -221,7 +221,6 @@ class Trainer:
         run = assemble(recipe, self.dist.world_size)
         train_set, self.meta = run.splits.train, run.splits.meta
         self.budget = run.budget
-        self.train_samples = len(train_set)
         # the online probe's fixed samples: training and validation splits only, never the test
         self.probe_sets = None
         if cfg.train.probe_every is not None:
@@ -247,9 +246,9 @@ class Trainer:
         self.step_aware = [m for m in self.objective.modules() if isinstance(m, StepAware)]
         self.batch_size = run.batch_size
         try:  # data.on_error is only checkable here
-            self.sampler = SeededBatchSampler(len(train_set), self.batch_size, cfg.train.seed,
-                                              self.dist.rank, self.dist.world_size)
-            seeded = SeededDataset(train_set, getattr(cfg.data, "on_error", "raise"))
+            self.sampler = SeededBatchSampler(len(run.pretraining), self.batch_size,
+                                              cfg.train.seed, self.dist.rank, self.dist.world_size)
+            seeded = SeededDataset(run.pretraining, getattr(cfg.data, "on_error", "raise"))
         except ValueError as exc:
             raise ConfigError(f"{recipe.source}: {exc}") from None
         self.loader = DataLoader(
@@ -272,13 +271,22 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.split_sizes = (len(train_set), 0 if run.splits.val is None else len(run.splits.val),
                             len(run.splits.test))
+        self.unlabelled_samples = run.unlabelled_samples
+
+    @property
+    def pretraining_samples(self) -> int:
+        """The samples pretraining reads: the training split's and the unlabelled pools'."""
+        return self.split_sizes[0] + self.unlabelled_samples
 
     def _say_plan(self) -> None:
         """The run's first lines (`polyjepa.log.RUN`): its data, length and selection rule; said
         once its first step has run, so that a recipe failing there says one line, its error."""
         say = run_log().info
-        say("data: %d training samples, %d validation, %d test", *self.split_sizes)
-        say("length: %s", self.budget.describe(self.train_samples, self.batch_size))
+        pool = (f" (+{self.unlabelled_samples} unlabelled, pretraining only)"
+                if self.unlabelled_samples else "")
+        say("data: %d training samples%s, %d validation, %d test", self.split_sizes[0], pool,
+            *self.split_sizes[1:])
+        say("length: %s", self.budget.describe(self.pretraining_samples, self.batch_size))
         if self.selector is not None:
             why = f" ({self.selector.fallback})" if self.selector.fallback else ""
             say("encoder.pt: the best of step 0 and the probed steps by %s%s", self.selector.by,
@@ -746,7 +754,9 @@ def run_info(trainer: Trainer, recipe: str, overrides: list[str], run_dir: Path)
             "torch": torch.__version__, "device": str(trainer.device),
             "precision": precision_name(trainer.amp_dtype),
             "world_size": trainer.dist.world_size,
-            "train_samples": trainer.train_samples, "batch_size": trainer.batch_size,
+            "train_samples": trainer.split_sizes[0],
+            "unlabelled_samples": trainer.unlabelled_samples,
+            "pretraining_samples": trainer.pretraining_samples, "batch_size": trainer.batch_size,
             "steps": trainer.budget.steps, "epochs": trainer.budget.epochs,
             "budget": trainer.budget.rule,
             "command": ["polyjepa", "pretrain", recipe, *overrides, "--out", str(run_dir)],

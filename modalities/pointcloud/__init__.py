@@ -3,6 +3,7 @@ grouping with Point-JEPA's proximity sequencer, a mini-PointNet tokenizer, augme
 
 from __future__ import annotations
 
+import glob
 import logging
 from operator import attrgetter
 from pathlib import Path
@@ -54,7 +55,7 @@ def _dataset(clouds: list[Cloud], class_names: list[str], cfg: PointCloudDataCon
 def _read(spec: str, cfg: PointCloudDataConfig, root: Path | None,
           field_name: str) -> tuple[list[Cloud], list[str | None], list[str] | None]:
     """`(clouds, manifest splits, bundle class names)` of a folder, manifest or `.npz` bundle."""
-    path = resolve_path(spec, root, field_name) if spec else None
+    path = resolve_path(spec, root, field_name) if spec and not glob.has_magic(spec) else None
     if path is not None and path.is_file() and path.suffix.lower() == ".npz":
         clouds, names = read_bundle(path, cfg)
         return clouds, [None] * len(clouds), names

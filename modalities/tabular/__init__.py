@@ -13,11 +13,13 @@ from polyjepa.modalities.tabular.readers import (
     TabularDataConfig,
     TabularDataset,
     TabularEncoder,
+    TabularTensors,
     load_splits,
     read_frame,
     synthetic_frame,
 )
 from polyjepa.modalities.tabular.tokenizer import FeatureTokenizer
+from polyjepa.paths import expand_pattern
 from polyjepa.registry import ModalityPlugin
 
 
@@ -35,10 +37,15 @@ def load_data(cfg: TabularDataConfig, root: Path | None) -> tuple[TabularDataset
 
 
 def load_file(cfg: TabularDataConfig, path: str, root: Path | None, meta: dict) -> TabularDataset:
-    """Read `path` (same columns as the training table) with the run's fitted preprocessing."""
+    """Read `path` (the training table's columns, the label column optional) with the run's
+    fitted preprocessing; a glob pattern reads every table it matches, in name order."""
     encoder = TabularEncoder(**meta["preprocessing"])
-    frame = read_frame(path, cfg, root, "data")
-    return TabularDataset(encoder.transform(frame, path), meta["cardinalities"])
+    parts = [encoder.transform(read_frame(p, cfg, root, "data", encoder.target), p)
+             for p in expand_pattern(path, root, "data")]
+    tensors = TabularTensors(num=torch.cat([t.num for t in parts]),
+                             cat=torch.cat([t.cat for t in parts]),
+                             y=torch.cat([t.y for t in parts]))
+    return TabularDataset(tensors, meta["cardinalities"])
 
 
 def synthetic(n: int = 2000, seed: int = 0) -> tuple[TabularDataset, TabularDataset, dict]:

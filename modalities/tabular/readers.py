@@ -114,8 +114,10 @@ class TabularTensors:
 # Reading
 
 
-def read_frame(spec: str, cfg: TabularDataConfig, root: Path | None, field: str) -> pd.DataFrame:
-    """Read and check one table.
+def read_frame(spec: str, cfg: TabularDataConfig, root: Path | None, field: str,
+               known_target: str | None = None) -> pd.DataFrame:
+    """Read and check one table; with `known_target`, the label column of a run's training
+    table, the table may lack that column (unlabelled rows, `[N, F]`).
 
     Args:
         spec: a file path, "builtin:NAME" or "sklearn:NAME".
@@ -131,15 +133,16 @@ def read_frame(spec: str, cfg: TabularDataConfig, root: Path | None, field: str)
             or a categorical column is absent; a column is entirely missing; labels are
             missing; a numeric column holds a non-number, NaN or ±inf.
     """
-    return _read(spec, cfg, root, field)[0]
+    return _read(spec, cfg, root, field, known_target)[0]
 
 
 def _read(
-    spec: str, cfg: TabularDataConfig, root: Path | None, field: str
+    spec: str, cfg: TabularDataConfig, root: Path | None, field: str,
+    known_target: str | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """`read_frame`, also returning the name of the source used in error messages."""
     raw, source = _load_raw(spec, cfg, root, field)
-    return _clean(raw, cfg, source), source
+    return _clean(raw, cfg, source, known_target), source
 
 
 def _load_raw(
@@ -352,7 +355,8 @@ def _number_rows(frame: pd.DataFrame, start: int, name: str) -> pd.DataFrame:
 # Checking
 
 
-def _clean(raw: pd.DataFrame, cfg: TabularDataConfig, source: str) -> pd.DataFrame:
+def _clean(raw: pd.DataFrame, cfg: TabularDataConfig, source: str,
+           known_target: str | None = None) -> pd.DataFrame:
     """Turn a raw frame into floats (numeric) and strings (categorical and label), checked.
 
     Args:
@@ -371,7 +375,10 @@ def _clean(raw: pd.DataFrame, cfg: TabularDataConfig, source: str) -> pd.DataFra
     if len(raw) < 2:
         raise DataError(f"{source} has only 1 data row; at least 2 are needed")
     columns = list(raw.columns)
-    target = resolve_column(cfg.target, columns, source, "data.target")
+    if known_target is not None:
+        target = known_target if known_target in columns else None
+    else:
+        target = resolve_column(cfg.target, columns, source, "data.target")
     forced = _forced_categorical(cfg, columns, target, source)
     missing = {m.strip() for m in cfg.missing_values}
     clean = {}
@@ -413,7 +420,7 @@ def resolve_column(spec: str | int, columns: Sequence[str], source: str, field: 
 
 
 def _forced_categorical(
-    cfg: TabularDataConfig, columns: Sequence[str], target: str, source: str
+    cfg: TabularDataConfig, columns: Sequence[str], target: str | None, source: str
 ) -> set[str] | None:
     """The columns listed in `cfg.categorical`, or None to detect them."""
     if cfg.categorical is None:
@@ -645,11 +652,12 @@ class TabularEncoder:
         """Encode a table with the training statistics.
 
         Args:
-            frame: `[N, F + 1]` with the training table's columns (any order).
+            frame: `[N, F + 1]` with the training table's columns (any order), or `[N, F]`
+                without its label column (unlabelled rows: `data.unlabelled`, `embed`).
             source: file name for messages.
 
         Returns:
-            `TabularTensors` with num `[N, F_num]`, cat `[N, F_cat]`, y `[N]`.
+            `TabularTensors` with num `[N, F_num]`, cat `[N, F_cat]`, y `[N]` (-1 without labels).
 
         Raises:
             DataError: the columns differ from the training table's; a numeric column holds a
@@ -669,13 +677,14 @@ class TabularEncoder:
         return TabularTensors(
             num=torch.from_numpy(num),
             cat=torch.from_numpy(cat),
-            y=self._encode_labels(frame, source),
+            y=(self._encode_labels(frame, source) if self.target in frame.columns
+               else torch.full((n,), -1, dtype=torch.long)),
         )
 
     def _check_columns(self, frame: pd.DataFrame, source: str) -> None:
         """Raise if `frame` does not have exactly the training columns."""
         present = [str(c) for c in frame.columns]
-        absent = [c for c in self.columns if c not in present]
+        absent = [c for c in self.columns if c not in present and c != self.target]
         extra = [c for c in present if c not in self.columns]
         if absent or extra:
             raise DataError(

@@ -32,10 +32,10 @@ from polyjepa.modalities.timeseries.preprocess import (
     to_arrays,
     windows,
 )
-from polyjepa.modalities.timeseries.readers import SeriesSet, read_series, test_twin
+from polyjepa.modalities.timeseries.readers import SeriesSet, concat_sets, read_series, test_twin
 from polyjepa.modalities.timeseries.synthetic import CLASS_NAMES, synthetic_series
 from polyjepa.modalities.timeseries.tokenizer import PatchTokenizer
-from polyjepa.paths import resolve_path
+from polyjepa.paths import expand_pattern, resolve_path
 from polyjepa.registry import ModalityPlugin
 
 T = TypeVar("T")
@@ -137,8 +137,10 @@ def load_data(cfg: TimeSeriesDataConfig, root: Path | None) -> tuple[SeriesArray
 
 
 def load_file(cfg: TimeSeriesDataConfig, path: str, root: Path | None, meta: dict) -> SeriesArrays:
-    """Series of another file, aligned and scaled as the run's training data was."""
-    data = read_series(resolve_path(path, root, "data"), cfg)
+    """Series of another file (or of every file a glob pattern matches), aligned and scaled as
+    the run's training data was."""
+    data = concat_sets([read_series(resolve_path(p, root, "data"), cfg)
+                        for p in expand_pattern(path, root, "data")])
     if cfg.window is not None:
         data = windows(data, cfg.window, cfg.window_stride)
     stats = meta["scaler"]

@@ -51,6 +51,34 @@ class SeriesSet:
     source: str  # the path, for messages
 
 
+def concat_sets(sets: list[SeriesSet]) -> SeriesSet:
+    """Series of several sources in one set (e.g. the files a glob pattern matches); labels only
+    when every source has them, actions only when every source has the same ones.
+
+    Raises:
+        DataError: the sources have different channels.
+    """
+    first = sets[0]
+    if len(sets) == 1:
+        return first
+    for other in sets[1:]:
+        if other.channel_names != first.channel_names:
+            raise DataError(f"{other.names[0]}: channels {other.channel_names} differ from "
+                            f"{first.channel_names} of {first.names[0]}")
+    labelled = all(s.labels is not None for s in sets)
+    acting = all(s.actions is not None and s.action_names == first.action_names for s in sets)
+    return SeriesSet(
+        series=[x for s in sets for x in s.series],
+        labels=[y for s in sets for y in s.labels or []] if labelled else None,
+        actions=[a for s in sets for a in s.actions or []] if acting else None,
+        channel_names=first.channel_names,
+        action_names=first.action_names if acting else [],
+        names=[n for s in sets for n in s.names],
+        class_names=None,
+        source=f"{first.source} and {len(sets) - 1} more",
+    )
+
+
 def read_series(path: Path, cfg: TimeSeriesDataConfig) -> SeriesSet:
     """Read `path` with the reader its suffix calls for.
 

@@ -214,7 +214,7 @@ def _fit(frame: np.ndarray, size: tuple[int, int] | None, gray: bool) -> np.ndar
     elif not gray and frame.shape[-1] == 1:
         frame = np.repeat(frame, 3, axis=-1)
     if size is not None and frame.shape[:2] != tuple(size):
-        t = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+        t = torch.from_numpy(frame.astype(np.float32)).permute(2, 0, 1)[None]  # a writable copy
         t = torch.nn.functional.interpolate(t, size=tuple(size), mode="bilinear", antialias=True,
                                             align_corners=False)
         frame = t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
