@@ -64,7 +64,9 @@ class PointCloudDataConfig(FileDataConfig):
     subsample: str = "random"  # training: random | fps (per cloud on the CPU: slow for big clouds)
     normalize: list[str] = field(default_factory=lambda: ["center", "unit_sphere"])  # per sample
     max_points: int = 16384  # larger clouds are randomly thinned to this once, when read
-    min_points: int = 32  # fewer points is a bad cloud (an error, or skipped with on_error=skip)
+    # fewer points is a bad cloud (an error, or skipped with on_error=skip): 4 points are the
+    # fewest that span 3-D; a small cloud is resampled with replacement to `num_points`
+    min_points: int = 4
     mesh_points: int = 8192  # .off: points sampled on the surface; 0 uses the vertices
 
 
@@ -250,7 +252,7 @@ def check_cloud(points: np.ndarray, source: str, cfg: PointCloudDataConfig) -> n
                         f"({points[row].tolist()})")
     if points.shape[0] < cfg.min_points:
         raise DataError(f"{source}: {points.shape[0]} points, fewer than data.min_points="
-                        f"{cfg.min_points} (lower it, or set data.on_error=skip)")
+                        f"{cfg.min_points} (lower data.min_points to keep it)")
     if points.shape[0] > cfg.max_points:
         seed = int.from_bytes(hashlib.blake2b(source.encode(), digest_size=4).digest(), "little")
         keep = np.random.default_rng(seed).choice(points.shape[0], cfg.max_points, replace=False)

@@ -386,6 +386,8 @@ def _clean(raw: pd.DataFrame, cfg: TabularDataConfig, source: str,
         values = _mark_missing(raw[name], missing)
         if name == target:
             check_labels(values, name, source)
+            if known_target is None:
+                check_classes(values, name, columns, source)
             clean[name] = category_strings(values)
             continue
         check_not_all_missing(values, name, source)
@@ -457,6 +459,25 @@ def check_labels(labels: pd.Series, name: str, source: str) -> None:
         raise DataError(
             f"{source}: {int(absent.sum())} rows have no label in column {name!r} (first: "
             f"{_where(labels.index, absent)}); fill them in or drop those rows"
+        )
+
+
+def check_classes(labels: pd.Series, name: str, columns: Sequence[str], source: str) -> None:
+    """Raise if the label column holds measurements rather than classes: numbers, not all
+    whole, nearly all distinct (more than half the rows, and more than 10).
+
+    Raises:
+        DataError: names the column, what it holds and the key that picks another.
+    """
+    numbers = pd.to_numeric(labels, errors="coerce")
+    distinct = labels.nunique()
+    if (numbers.notna().all() and not (numbers == numbers.round()).all()
+            and distinct > max(10, len(labels) // 2)):
+        others = [c for c in columns if c != name]
+        raise DataError(
+            f"{source}: the label column {name!r} holds {distinct} distinct fractional numbers "
+            f"in {len(labels)} rows: a measurement, not classes; name the column of classes "
+            f"with data.target=COLUMN (other columns: {_listing(others)})"
         )
 
 

@@ -424,7 +424,7 @@ def test_empty_off_file_is_named(tmp_path):
 def test_fewer_than_min_points(tmp_path):
     path = write_rows(tmp_path / "three.xyz", cloud(3))
     message = bad(path)
-    assert "3 points" in message and "min_points=32" in message
+    assert "3 points" in message and "min_points=4" in message
     assert read_cloud(path, cfg(path, min_points=3)).shape == (3, 3)
 
 
