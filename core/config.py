@@ -126,18 +126,23 @@ class TrainConfig:
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` extra)
     # Online probe: every this many steps (None: off) fit a kNN and a closed-form ridge classifier
     # on the frozen online encoder's embeddings of (at most `probe_samples`) training samples,
-    # score them on the validation split (`data.val_fraction`), log `probe/knn`, `probe/linear`.
+    # score them on the validation split (`data.val_fraction`), log `probe/knn`, `probe/linear`,
+    # and `probe/few_shot`: the label-efficiency probe (logistic regression) fitted on
+    # `probe_shots` training labels per class, mean validation accuracy over `probe_draws` draws.
     probe_every: int | None = None
     probe_samples: int = 2000  # cap on the training and on the validation samples probed
+    probe_shots: int = 5
+    probe_draws: int = 10
     # Encoders kept along the way (`checkpoints/encoder_step_N.pt`, for learning curves with
     # `polyjepa eval RUN --checkpoint N`): at these steps, and every `keep_every` steps.
     keep_checkpoints: list[int] = field(default_factory=list)
     keep_every: int | None = None
     # Which encoder `encoder.pt` holds: "last" (the last step's), "val_probe" (the best online
-    # probe, `probe/linear`, on the validation split) or "rankme" (the highest RankMe of the
-    # training samples' embeddings, label-free). Candidates: step 0 (the random initialisation),
-    # every `probe_every` steps (at least 4 evenly spread through the run) and the last step; a
-    # tie (accuracy, then the ridge probe's squared error) goes to the earlier step. `val_probe`
+    # few-shot probe, `probe/few_shot`, on the validation split) or "rankme" (the highest RankMe
+    # of the training samples' embeddings, label-free). Candidates: step 0 (the random
+    # initialisation), every `probe_every` steps (at least 4 evenly spread through the run) and
+    # the last step; a tie (accuracy, then the all-label ridge probe's squared error) goes to the
+    # earlier step. `val_probe`
     # falls back to `rankme`, saying so, when the validation split has fewer than 3 labelled
     # samples of some class (`polyjepa.selection`).
     select: str = "last"

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from polyjepa.data import eval_collate
 from polyjepa.encoders import Backbone
+from polyjepa.label_efficiency import Budget, draw_subset, example_scores
 
 
 @torch.no_grad()
@@ -50,12 +51,23 @@ def knn_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
     return float(model.score(x_test, y_test))
 
 
+def few_shot_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                   y_val: np.ndarray, shots: int, draws: int, seed: int = 0) -> float:
+    """Mean validation accuracy of the label-efficiency probe (`label_efficiency.example_scores`)
+    fitted on `shots` training labels per class, over `draws` seeded draws."""
+    budget = Budget("shots", shots)
+    return float(np.mean([
+        example_scores(x_train[pick], y_train[pick], x_val, y_val, True, seed).mean()
+        for pick in (draw_subset(y_train, budget, seed, d) for d in range(draws))]))
+
+
 def online_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                 k: int = 20) -> dict[str, float]:
-    """The trainer's cheap probe: `probe/knn` (distance-weighted kNN) and `probe/linear` (a
-    ridge classifier, closed form) on standardised features, scored on the validation split,
-    and `probe/linear_mse`, the ridge's squared error against the validation labels' ±1 codes
-    (the continuous score behind its accuracy, which breaks ties of `train.select=val_probe`)."""
+                 k: int = 20, shots: int = 5, draws: int = 10) -> dict[str, float]:
+    """The trainer's cheap probe on standardised features, scored on the validation split:
+    `probe/knn` (distance-weighted kNN), `probe/linear` (a ridge classifier, closed form) and its
+    squared error against the validation labels' ±1 codes, `probe/linear_mse` (continuous, it
+    breaks ties of `train.select=val_probe`), and `probe/few_shot` (`few_shot_probe`: what
+    `val_probe` selects by, the few-label regime pretraining is for)."""
     if len(np.unique(y_train)) < 2:
         return {}
     ridge = make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.0)).fit(x_train, y_train)
@@ -66,4 +78,5 @@ def online_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_
         codes = codes[:, 1]
     return {"probe/knn": knn_probe(x_train, y_train, x_val, y_val, k),
             "probe/linear": float(ridge.score(x_val, y_val)),
-            "probe/linear_mse": float(np.mean((scores - codes) ** 2))}
+            "probe/linear_mse": float(np.mean((scores - codes) ** 2)),
+            "probe/few_shot": few_shot_probe(x_train, y_train, x_val, y_val, shots, draws)}

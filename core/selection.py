@@ -5,8 +5,11 @@ tuned for. With `val_probe` or `rankme` the trainer scores the exported encoder 
 random initialisation), at every online probe and at the last step, keeps the best, and says
 plainly when step 0 won.
 
-* `val_probe`: the online probe's `probe/linear` (a ridge classifier on frozen embeddings of
-  training samples, scored on the validation split); needs labels.
+* `val_probe`: the online probe's `probe/few_shot` (the label-efficiency probe fitted on a few
+  training labels per class, `train.probe_shots`, of frozen embeddings, averaged over draws and
+  scored on the validation split); needs labels. A few labels, not all: the all-label probe
+  saturates on small validation splits (every candidate at 1.0) and, on the development sets of
+  `data_cards/unseen.md`, rose while the few-label accuracy fell (FSDD digits, `my_audio`).
 * `rankme`: RankMe (Garrido et al. 2023, arXiv:2210.02885), the effective rank of the training
   samples' embeddings; label-free, so it works on unlabelled data, and is what `val_probe` falls
   back to when the validation split is too small to decide.
@@ -22,11 +25,11 @@ import numpy as np
 MIN_PER_CLASS = 3
 """`val_probe` needs at least this many labelled validation samples of every training class."""
 
-SCORE_KEYS = {"val_probe": "probe/linear", "rankme": "probe/rankme"}
+SCORE_KEYS = {"val_probe": "probe/few_shot", "rankme": "probe/rankme"}
 """The online-probe metric each selection rule maximises."""
 TIE_BREAKS = {"val_probe": "probe/linear_mse"}
-"""What decides between equal scores (lower wins): the ridge probe's squared error, since
-accuracy on a small validation split often ties (every candidate at 1.0)."""
+"""What decides between equal scores (lower wins): the all-label ridge probe's squared error,
+since accuracy on a small validation split often ties."""
 
 
 def selection_rule(select: str, val_labels: np.ndarray | None) -> tuple[str, str | None]:

@@ -481,7 +481,8 @@ class Trainer:
         row = {"probe/rankme": rankme(torch.from_numpy(x_tr))} if len(x_tr) > 1 else {}
         tr, va = y_tr >= 0, y_va >= 0
         if va.any() and tr.any():
-            row.update(online_probe(x_tr[tr], y_tr[tr], x_va[va], y_va[va], e.knn_k))
+            row.update(online_probe(x_tr[tr], y_tr[tr], x_va[va], y_va[va], e.knn_k,
+                                    self.cfg.train.probe_shots, self.cfg.train.probe_draws))
         return row
 
     def _export(self, name: str | Path = ENCODER_FILE) -> None:

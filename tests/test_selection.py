@@ -39,12 +39,12 @@ def test_candidates_come_often_enough_for_a_short_run():
 
 def test_the_best_score_wins_and_a_tie_goes_to_the_earlier_step():
     s = Selector("val_probe")
-    assert s.offer(0, {"probe/linear": 0.8, "probe/linear_mse": 0.5})
-    assert not s.offer(10, {"probe/linear": 0.8, "probe/linear_mse": 0.5})  # a full tie
+    assert s.offer(0, {"probe/few_shot": 0.8, "probe/linear_mse": 0.5})
+    assert not s.offer(10, {"probe/few_shot": 0.8, "probe/linear_mse": 0.5})  # a full tie
     assert s.best_step == 0
-    assert s.offer(20, {"probe/linear": 0.8, "probe/linear_mse": 0.4})  # tie broken by the mse
-    assert not s.offer(30, {"probe/linear": 0.7, "probe/linear_mse": 0.1})  # accuracy first
-    assert s.offer(40, {"probe/linear": 0.9, "probe/linear_mse": 0.9})
+    assert s.offer(20, {"probe/few_shot": 0.8, "probe/linear_mse": 0.4})  # tie broken by the mse
+    assert not s.offer(30, {"probe/few_shot": 0.7, "probe/linear_mse": 0.1})  # accuracy first
+    assert s.offer(40, {"probe/few_shot": 0.9, "probe/linear_mse": 0.9})
     assert not s.offer(50, {"probe/knn": 1.0})  # no score: not a candidate
     assert s.best_step == 40 and [c[0] for c in s.candidates] == [0, 10, 20, 30, 40]
     assert s.verdict().startswith("encoder.pt is step 40's encoder, selected by val_probe")
