@@ -9,9 +9,12 @@ of each (label efficiency, 5 labels per class, paired against 3 random initialis
   the test split, the other speakers' 1,500 clips the pool ("other speakers' clips").
 * `italy_pool` (time series): ItalyPowerDemand's 67 training series labelled, the first 500 of
   its test file the test split, the other 529 the pool (as an unlabelled `.npy` [N, 1, 24]).
+* `adult_pool` (tabular): 300 rows of UCI Adult's training file labelled, 2,000 others the test
+  split, 1,500 others without the income column the pool.
 
-These are development-group sets of `data_cards/unseen.md` (ItalyPowerDemand, FSDD digits);
-nothing of the held-out group is used. Runs resume (a run with an `encoder.pt` is kept).
+ItalyPowerDemand and FSDD digits are development-group sets of `data_cards/unseen.md`, Adult
+the tabular demo's own table; nothing of the held-out group is used. Runs resume (a run with
+an `encoder.pt` is kept).
 
 Usage:
     python benchmarks/unlabelled_pool.py [--experiments fsdd_two_speakers,italy_pool]
@@ -32,6 +35,7 @@ import numpy as np
 from unseen import (
     DEFAULT_SHARED,
     FSDD,
+    REPO,
     Context,
     Missing,
     Row,
@@ -48,6 +52,7 @@ from unseen import (
 LABELLED_SPEAKERS = ("george", "jackson")
 TEST_SPEAKER = "theo"
 ITALY_TEST = 500
+ADULT_PARTS = ((0, 300), (300, 2300), (2300, 3800))  # labelled, test, pool rows (shuffled)
 
 
 def fsdd_two_speakers(ctx: Context) -> tuple[list[str], list[str]]:
@@ -97,9 +102,34 @@ def italy_pool(ctx: Context) -> tuple[list[str], list[str]]:
             [f"data.unlabelled={folder / 'pool.npy'}"])
 
 
+def adult_pool(ctx: Context) -> tuple[list[str], list[str]]:
+    """UCI Adult's training file (bundled): 300 labelled rows, 2,000 test rows and a pool of
+    1,500 other rows without the income column, drawn disjoint and seeded."""
+    import pandas as pd
+
+    folder = ctx.data_dir / "adult_pool"
+    source = REPO / "modalities" / "tabular" / "data" / "adult-train.csv.gz"
+
+    def write(tmp: Path) -> int:
+        frame = pd.read_csv(source, header=None, skipinitialspace=True)
+        frame.columns = [*(f"c{i}" for i in range(frame.shape[1] - 1)), "income"]
+        order = np.random.default_rng(0).permutation(len(frame))
+        labelled, test, pool = (frame.iloc[order[a:b]] for a, b in ADULT_PARTS)
+        labelled.to_csv(tmp / "labelled.csv", index=False)
+        test.to_csv(tmp / "test.csv", index=False)
+        pool.drop(columns=["income"]).to_csv(tmp / "pool.csv", index=False)
+        return len(frame)
+
+    if ctx.build:
+        _materialise(folder, {"parts": ADULT_PARTS}, write)
+    return ([f"data.path={folder / 'labelled.csv'}", f"data.test_path={folder / 'test.csv'}",
+             "data.target=income"], [f"data.unlabelled={folder / 'pool.csv'}"])
+
+
 EXPERIMENTS: dict[str, tuple[str, str, Callable[[Context], tuple[list[str], list[str]]]]] = {
     "fsdd_two_speakers": ("audio", "my_audio", fsdd_two_speakers),
     "italy_pool": ("timeseries", "my_series", italy_pool),
+    "adult_pool": ("tabular", "my_table", adult_pool),
 }
 
 
