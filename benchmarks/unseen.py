@@ -27,7 +27,8 @@ polyjepa's CLI (each pretraining and evaluation is the command a user would type
    with a message.
 2. Runs. For each set, recipe (the modality's `my_*` recipe and `le_jepa_<modality>_demo`) and
    seed: `polyjepa pretrain RECIPE DATA_KEYS train.seed=S [--extra ...] --out
-   OUT/SET/RECIPE/seedS` (skipped when its `encoder.pt` exists: the benchmark resumes), timed;
+   OUT/SET/RECIPE/seedS` (skipped when its `encoder.pt` exists, continued with `--resume` from
+   its last checkpoint when it was interrupted: the benchmark resumes), timed;
    then `polyjepa eval seed0 seed1 seed2 eval.protocols=[linear_probe,label_efficiency]
    eval.shots=[1,5,10] eval.fractions=[1.0] eval.init_seeds=3 --json` (its JSON is kept in
    OUT/SET/RECIPE/unseen_eval.json and reused while no run is newer). Logs: OUT/SET/RECIPE/
@@ -358,6 +359,10 @@ def pretrain(cmd: list[str], run_dir: Path) -> tuple[bool, float | None, str]:
         info = run_dir / "run.json"
         wall = json.loads(info.read_text()).get("wall_s") if info.is_file() else None
         return True, wall, ""
+    if (run_dir / "checkpoints" / "last.pt").is_file():  # an interrupted run: continue it
+        cmd = [*cmd, "--resume"]
+    elif run_dir.exists():  # interrupted before its first checkpoint: nothing to keep
+        shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = run_dir.with_suffix(".log")
     t0 = time.perf_counter()
