@@ -31,9 +31,9 @@ polyjepa's CLI (each pretraining and evaluation is the command a user would type
    its last checkpoint when it was interrupted: the benchmark resumes), timed;
    then `polyjepa eval seed0 seed1 seed2 eval.protocols=[linear_probe,label_efficiency]
    eval.shots=[1,5,10] eval.fractions=[1.0] eval.init_seeds=3 --json` (its JSON is kept in
-   OUT/SET/RECIPE/unseen_eval.json and reused while no run is newer). Logs: OUT/SET/RECIPE/
-   seedS.log and eval.log. A kept run is kept whatever `--extra` says now: use another `--out`
-   for other settings.
+   OUT/SET/RECIPE/unseen_eval_vN.json and reused while no run is newer and N is current).
+   Logs: OUT/SET/RECIPE/seedS.log and eval.log. A kept run is kept whatever `--extra` says
+   now: use another `--out` for other settings.
 3. Output: `name=value` lines (`unseen.<set>.<recipe>.pre5=`, `.rnd5=`, `.raw5=`, `.diff5=`,
    `.lo5=`, `.hi5=`, `.verdict5=`, `.vs_raw5=`, `.all_pre=`, ..., `.selected_steps=`,
    `.wall_s=`), a Markdown table in OUT/unseen_results.md, and per group and recipe kind the
@@ -78,13 +78,17 @@ MY_RECIPES = {"timeseries": "my_series", "tabular": "my_table", "audio": "my_aud
 MY_FALLBACK = {"my_series": "ts_jepa_masked"}
 """A `my_*` recipe not shipped yet -> the recipe that takes the same keys until it is."""
 SHOTS = (1, 5, 10)
+EVAL_VERSION = 2
+"""Bumped when `polyjepa eval`'s output gains what the tables read (2: `own_init`, each run's own
+step 0), so that kept evaluations are redone."""
 EVAL_KEYS = ["eval.protocols=[linear_probe,label_efficiency]", "eval.shots=[1,5,10]",
              "eval.fractions=[1.0]", "eval.init_seeds=3"]
 ALL_LABELS = "1_of_labels"  # the budget name of eval.fractions=[1.0]
-SHORT = {"pretrained": "pre", "random_init": "rnd", "raw_features": "raw", "minirocket": "mrk"}
+SHORT = {"pretrained": "pre", "random_init": "rnd", "raw_features": "raw", "minirocket": "mrk",
+         "own_init": "own"}
 """Encoders' names in `name=value` keys; others (a baseline eval adds later) keep their own."""
 TITLES = {"pretrained": "pretrained", "random_init": "random init", "raw_features": "raw",
-          "minirocket": "MiniRocket"}
+          "minirocket": "MiniRocket", "own_init": "own step 0"}
 GOAL = {"helps_share": 0.7, "beats_raw_share": 0.5}  # and no set where it hurts
 
 FSDD = "audio/fsdd/recordings"
@@ -381,7 +385,7 @@ def evaluate(runs: list[Path], folder: Path) -> tuple[dict | None, str]:
     """`polyjepa eval RUNS ... --json` (or its kept result while no run is newer); `(result,
     error line)`; the result is marked `"kept": True` when it was not run again."""
     cmd = polyjepa("eval", *map(str, runs), *EVAL_KEYS, "--json")
-    cache = folder / "unseen_eval.json"
+    cache = folder / f"unseen_eval_v{EVAL_VERSION}.json"
     newest = max((r / "encoder.pt").stat().st_mtime for r in runs)
     if cache.is_file() and cache.stat().st_mtime > newest:
         kept = json.loads(cache.read_text())
@@ -520,6 +524,11 @@ def summaries(rows: list[Row]) -> list[tuple[str, str, dict]]:
             raw = sum(beats_raw(r) for r in done)
             s = {"sets": len(done), "hurts": hurts, "helps_share": helps / len(done),
                  "beats_raw_share": raw / len(done)}
+            own = [r for r in done if "vs_own_verdict5" in r.values]
+            if own:  # against the network each run started from: no initialisation luck
+                s["hurts_vs_own"] = sum(r.values["vs_own_verdict5"] == "hurts" for r in own)
+                s["helps_vs_own_share"] = sum(r.values["vs_own_verdict5"] == "helps"
+                                              for r in own) / len(own)
             s["goal"] = "met" if (hurts == 0 and s["helps_share"] >= GOAL["helps_share"]
                                   and s["beats_raw_share"] >= GOAL["beats_raw_share"]) else "missed"
             out.append((group, kind, s))
@@ -577,7 +586,9 @@ def markdown(rows: list[Row], command: str) -> str:
         lines.append(f"- {group}, {kind} recipes: {s['sets']} sets; hurts on {s['hurts']}; helps on "
                      f"{s['helps_share']:.0%}; beats raw on {s['beats_raw_share']:.0%}; goal "
                      f"{s['goal']}" + (" (the goal is stated for this group)"
-                                       if (group, kind) == ("held-out", "my") else ""))
+                                       if (group, kind) == ("held-out", "my") else "")
+                     + (f"; against each run's own step 0: hurts on {s['hurts_vs_own']}, helps "
+                        f"on {s['helps_vs_own_share']:.0%}" if "hurts_vs_own" in s else ""))
     return "\n".join(lines) + "\n"
 
 

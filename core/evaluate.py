@@ -54,6 +54,11 @@ from polyjepa.train import kept_encoder_path, kept_steps, resolve_device, seed_e
 log = logging.getLogger(__name__)
 
 ENCODERS = ("pretrained", "random_init", "raw_features")
+OWN_INIT = "own_init"
+"""The run's own step-0 encoder (`checkpoints/encoder_step_0.pt`, kept when the run probes): the
+random network pretraining started from. Paired with it, the difference is what pretraining
+changed in this network; the `random_init` baseline (other initialisations) also carries how lucky
+this run's initialisation was, which the interval over label draws does not cover."""
 PROTOCOLS = ("linear_probe", "knn", "svm", "few_shot", "label_efficiency")
 
 
@@ -415,6 +420,10 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
                                                random_state=cfg.seed, stratify=y)
         train_set, test_set = DataSplit(dataset, train_idx), DataSplit(dataset, test_idx)
     encoders = {"pretrained": [pretrained], "random_init": inits}
+    own = kept_encoder_path(run_dir, 0)
+    if own.is_file() and checkpoint != 0:  # the network this run started from
+        blob0, _ = read_any(own)
+        encoders[OWN_INIT] = [encoder_from_blob(blob0, own, device=str(dev))]
     total = sum(len(v) for v in encoders.values())
     features: LE.Features = {}
     y_train = y_test = np.zeros(0, dtype=np.int64)  # set by the first _features call below
@@ -471,9 +480,11 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     if scores:
         result["label_efficiency"] = summarize_efficiency(
             {k: (rows, metric) for k, (rows, metric, _) in scores.items()}, cfg.draws,
-            cfg.init_seeds, list(fitted))
+            cfg.init_seeds, [*fitted, *([OWN_INIT] if OWN_INIT in features else [])])
     if fitted:
         result["baselines"] = list(fitted)
+    if OWN_INIT in features:
+        result[OWN_INIT] = str(own)
     result["n_train"] = int(len(y_train))
     result["n_test"] = int(len(y_test))
     if cfg.split == "val":
@@ -540,9 +551,10 @@ def evaluate_runs(run_dirs: list[str | Path], data_path: str | None = None, devi
                            for i in range(len(rows))], metric)
                           for k, (rows, metric, _) in scores[0].items()}
             first = next(iter(results.values()))
+            own = [OWN_INIT] if all(OWN_INIT in r for r in results.values()) else []
             out["label_efficiency"] = {**summarize_efficiency(
                 pooled, first["label_efficiency"]["draws"], first["label_efficiency"]["init_seeds"],
-                first.get("baselines", [])), "runs": len(scores)}
+                [*first.get("baselines", []), *own]), "runs": len(scores)}
         else:
             out["label_efficiency"] = {"note": "not pooled: the runs were scored on different "
                                                "labels (another split or data)"}

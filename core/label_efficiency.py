@@ -229,11 +229,14 @@ def pool_runs(runs: list[BudgetScores]) -> BudgetScores:
     def mean(key: str, attr: str) -> np.ndarray:
         return np.mean([getattr(r, attr)[key] for r in runs], axis=0)
 
+    def common(attr: str) -> list[str]:  # encoders every run has (e.g. a run's own step 0)
+        return [k for k in getattr(first, attr) if all(k in getattr(r, attr) for r in runs)]
+
     return BudgetScores(
         first.budget, first.n_labels, first.capped,
-        {k: mean(k, "draws") for k in first.draws},
+        {k: mean(k, "draws") for k in common("draws")},
         [float(v) for v in np.mean([r.init_means for r in runs], axis=0)] if first.init_means else [],
-        {k: mean(k, "examples") for k in first.examples})
+        {k: mean(k, "examples") for k in common("examples")})
 
 
 def label_efficiency(features: Features, y_train: np.ndarray, y_test: np.ndarray,

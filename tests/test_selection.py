@@ -102,8 +102,18 @@ def test_selection_returns_step_0_when_training_hurts(tmp_path, capsys, select):
         run / "encoder.pt", kept_encoder_path(run, 0), kept_encoder_path(run, 40)))
     assert all(torch.equal(exported[k], first[k]) for k in exported)  # the random network
     assert not all(torch.equal(final[k], first[k]) for k in final)  # training did change it
-    result = evaluate_run(run, device="cpu", overrides=["eval.init_seeds=1"])
+    keys = ["eval.init_seeds=1", "eval.protocols=[linear_probe,label_efficiency]",
+            "eval.shots=[5]", "eval.fractions=[1.0]", "eval.draws=5"]
+    result = evaluate_run(run, device="cpu", overrides=keys)
     assert result["selection"]["step"] == 0
+    # paired with the network the run started from, the difference is exactly nothing ...
+    for budget in result["label_efficiency"]["budgets"]:
+        own = budget["versus"]["own_init"]
+        assert own["difference"]["mean"] == 0.0 and own["verdict"] == "no difference"
+    # ... while the trained encoder of the last step is worse than it
+    last = evaluate_run(run, device="cpu", overrides=keys, checkpoint=40)
+    assert all(b["versus"]["own_init"]["difference"]["mean"] < 0
+               for b in last["label_efficiency"]["budgets"])
     assert "(encoder.pt is the random initialisation (step 0)" in format_table(result)
     page = write_report([run]).read_text()
     assert "encoder.pt is the random initialisation (step 0)" in page
