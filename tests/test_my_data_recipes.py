@@ -30,7 +30,9 @@ def run_both(recipe: str, data, out, capsys, *extra: str) -> dict:
     assert main(["eval", str(out), *QUICK_EVAL]) == 0, capsys.readouterr().err
     result = json.loads(capsys.readouterr().out)
     baselines = {"minirocket"} if recipe == "my_series" else set()  # the field's, for series
-    assert set(result["linear_probe"]) == {"pretrained", "random_init", "raw_features", *baselines}
+    # a run that selects keeps its step-0 network, and eval pairs the run with it (own_init)
+    assert set(result["linear_probe"]) == {"pretrained", "random_init", "raw_features", "own_init",
+                                           *baselines}
     assert (out / "eval.json").is_file()
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("probe/linear" in row for row in metrics)  # the online probe ran on the val split
