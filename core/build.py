@@ -342,8 +342,7 @@ def assemble(recipe: Recipe, world_size: int = 1) -> Run:
     """Recipe -> plugin's data -> batch size and length -> backbone -> masker -> objective ->
     collate, for a run over `world_size` processes."""
     splits = load_splits(recipe)
-    pools = load_unlabelled(recipe, splits.meta)
-    pools = [pool for pool in pools if len(pool)]
+    pools = [pool for pool in load_unlabelled(recipe, splits.meta) if len(pool)]
     pretraining = PretrainingSet([splits.train, *pools]) if pools else splits.train
     train = recipe.cfg.train
     # the batch fits the data: a small dataset trains on batches of all of it
