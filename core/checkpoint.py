@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
 
-from polyjepa.errors import CheckpointError
+from polyjepa.errors import CheckpointError, ConfigError
 from polyjepa.paths import write_atomic
 
+LOCK_FILE = ".lock"  # in a run directory while a process trains into it
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
 PICKLE_PROTO = b"\x80"  # first byte of a pickle (protocol >= 2)
 
@@ -80,3 +82,32 @@ def load_state(module: nn.Module, state: dict, path: Path) -> None:
             + " | ".join(parts)
         )
     module.load_state_dict(state)
+
+
+def lock_run_dir(run_dir: Path, flag: str = "--out") -> IO[str] | None:
+    """Hold `run_dir/.lock` (an advisory `flock`) for as long as the returned file stays open.
+
+    Two processes training into one folder would truncate each other's `metrics.jsonl` and
+    checkpoints; the second is refused instead, naming the process that holds the folder. The
+    lock goes with the process (closed file, exit or crash), so a killed run never leaves a
+    stale lock. Returns None where the platform has no `flock` (Windows): no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = (run_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"{flag} {run_dir} is in use by {holder}, which is training into it; wait for it, "
+            f"stop it, or choose another {flag}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()}\n")
+    handle.flush()
+    return handle

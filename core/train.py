@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from polyjepa import config as C
 from polyjepa.allocator import reuse_freed_memory
 from polyjepa.build import Recipe, assemble, load_recipe, recipe_from_dict
-from polyjepa.checkpoint import load_file, load_state, save_atomic
+from polyjepa.checkpoint import load_file, load_state, lock_run_dir, save_atomic
 from polyjepa.contracts import Objective, StepAware
 from polyjepa.data import DataSplit, SeededBatchSampler, SeededDataset, dataset_labels
 from polyjepa.distributed import (
@@ -700,6 +700,7 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
     created = not run_dir.exists()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(run_dir) if main else None  # held until training ends
     if state is not None:
         trainer.load_state_dict(state, ckpt_path)
         if main:
@@ -726,6 +727,8 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
             if trainer.selector is not None:
                 info["selection"] = trainer.selector.summary()
             _write_run_info(run_dir, info)
+        if lock is not None:
+            lock.close()
     shutdown_distributed()
     return run_dir
 

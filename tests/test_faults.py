@@ -575,3 +575,32 @@ def test_auto_resume_false_refuses_the_same_command(tmp_path, tiny_recipe, monke
     reference = pretrain(recipe, [], tmp_path / "reference")
     assert main(["pretrain", str(recipe), "--out", str(run), "--resume"]) == 0
     assert_same_run(run, reference)
+
+
+def test_a_second_process_cannot_train_into_a_folder_in_use(tmp_path, tiny_recipe, monkeypatch,
+                                                            capsys):
+    """Two processes training into one `--out` (a job restarted while the first still runs, two
+    benchmark shells over one set) would truncate each other's metrics and drop kept encoders:
+    the second is refused, naming the first, and touches nothing; once the first ends, the same
+    command resumes."""
+    recipe, run = interrupted_run(tmp_path, tiny_recipe, monkeypatch)
+    capsys.readouterr()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from polyjepa.checkpoint import lock_run_dir; h = lock_run_dir(Path(sys.argv[1])); "
+         "print('held', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+        assert main(["pretrain", str(recipe), "--out", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {run} is in use by process {holder.pid}" in err
+        assert {p: p.read_bytes() for p in run.rglob("*")
+                if p.is_file() and p.name != ".lock"} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    steps = count_steps(monkeypatch)
+    assert main(["pretrain", str(recipe), "--out", str(run)]) == 0  # the lock died with it
+    assert steps == list(range(K + 1, 2 * K + 1))
