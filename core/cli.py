@@ -165,7 +165,8 @@ def _cmd_import(args: argparse.Namespace) -> None:
 def _cmd_embed(args: argparse.Namespace) -> None:
     from polyjepa.embedding import embed
 
-    result = embed(args.run_dir, args.data, pooling=args.pooling, device=args.device)
+    result = embed(args.run_dir, args.data, pooling=args.pooling, device=args.device,
+                   overrides=args.overrides)
     files = result.save(args.out)
     print(f"wrote {result.x.shape[0]} embeddings of width {result.x.shape[1]} to {files[0]}"
           + (f"; ids and labels to {files[1]}" if len(files) > 1 else " (with ids and labels)"))
@@ -264,7 +265,11 @@ def parser() -> argparse.ArgumentParser:
     em = sub.add_parser("embed", help="write pooled embeddings of a dataset, with sample ids and "
                                       "labels, to .npz (or .npy + .csv)")
     em.add_argument("run_dir")
-    em.add_argument("data", help="data path, read like the recipe's data.path")
+    em.add_argument("data", help="data path, read like the recipe's data.path; labels optional "
+                                 "(a table without its label column, a flat folder)")
+    em.add_argument("overrides", nargs="*",
+                    help="data.* overrides: how to read the data (e.g. data.label_regex=null); "
+                         "the preprocessing stays the run's")
     em.add_argument("--out", required=True,
                     help="output file: .npz (arrays x, labels, ids, classes) or .npy (x) with a "
                          "sidecar .csv of row, id, label, class")

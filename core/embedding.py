@@ -86,16 +86,28 @@ class Embeddings:
 
 
 def embed(run: str | Path, data: Any, pooling: str | None = None, device: str = "auto",
-          batch_size: int | None = None) -> Embeddings:
+          batch_size: int | None = None, overrides: list[str] | None = None) -> Embeddings:
     """Embed `data` with a run's exported encoder (a run directory or its `encoder.pt`).
+
+    Labels are optional: rows without the label column, a flat folder of files, an array of
+    series come out with label -1.
 
     Args:
         data: a file or folder the run's modality reads (as `data.path`: a CSV table, a folder
-            of wavs, a `.ts` file, ...), or an in-memory table or array read through a temporary
-            file of that kind: a pandas DataFrame (same columns as the training table) or a
-            numpy array the modality reads from `.npy` (time series `[N, C, T]` or `[N, T]`).
+            of wavs, a `.ts` file, a glob pattern, ...), or data in memory: a pandas DataFrame
+            (the training table's columns, the label column optional) or a numpy array (a
+            table's feature columns in the training table's order `[N, F]`; time series
+            `[N, C, T]` or `[N, T]`; whatever the modality reads from `.npy`).
         pooling: `eval.pooling` of the run's recipe unless given.
         batch_size: `eval.batch_size` of the run's recipe unless given.
+        overrides: `data.KEY=VALUE` settings that say how to read `data` (e.g.
+            `data.label_regex=null` for a flat folder, `data.delimiter=;`); the preprocessing stays the
+            run's.
+
+    Raises:
+        ConfigError: an override outside `data.*` (it would change what was trained).
+        DataError: data the modality cannot read; in-memory data is named as such, never by the
+            temporary file it passes through.
     """
     from polyjepa.build import recipe_from_dict
     from polyjepa.data import sample_ids
@@ -104,13 +116,24 @@ def embed(run: str | Path, data: Any, pooling: str | None = None, device: str = 
     from polyjepa.probes import embed as embed_dataset
     from polyjepa.train import resolve_device
 
+    overrides = list(overrides or [])
+    for item in overrides:
+        if not item.startswith("data."):
+            raise ConfigError(f"embed: {item.split('=')[0]} is not a data.* key; embed only takes "
+                              "settings that say how to read the data (data.KEY=VALUE)")
     blob, file = read_export(run)
-    recipe = recipe_from_dict(blob["config"], str(file))
+    recipe = recipe_from_dict(blob["config"], str(file), overrides)
     dev = resolve_device(device)
     backbone = encoder_from_blob(blob, file, device=str(dev))
     with _as_path(data) as path:
-        dataset = recipe.plugin.load_file(recipe.cfg.data, path, data_root(recipe.cfg.data_root),
-                                          blob["meta"])
+        try:
+            dataset = recipe.plugin.load_file(recipe.cfg.data, path,
+                                              data_root(recipe.cfg.data_root), blob["meta"])
+        except PolyjepaError as exc:
+            if isinstance(data, (str, Path)):
+                raise
+            what = f"the {type(data).__name__} given to embed"
+            raise type(exc)(str(exc).replace(path, what)) from None
         # in-memory data: positions, not the temporary file's name
         ids = sample_ids(dataset) if isinstance(data, (str, Path)) else None
         x, labels = embed_dataset(backbone, dataset, pooling or recipe.cfg.eval.pooling,

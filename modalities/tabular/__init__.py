@@ -10,6 +10,7 @@ from sklearn.model_selection import train_test_split
 
 from polyjepa.modalities.tabular.augment import FeatureCorruption
 from polyjepa.modalities.tabular.readers import (
+    KnownColumns,
     TabularDataConfig,
     TabularDataset,
     TabularEncoder,
@@ -40,7 +41,8 @@ def load_file(cfg: TabularDataConfig, path: str, root: Path | None, meta: dict) 
     """Read `path` (the training table's columns, the label column optional) with the run's
     fitted preprocessing; a glob pattern reads every table it matches, in name order."""
     encoder = TabularEncoder(**meta["preprocessing"])
-    parts = [encoder.transform(read_frame(p, cfg, root, "data", encoder.target), p)
+    known = KnownColumns(encoder.target, encoder.columns)
+    parts = [encoder.transform(read_frame(p, cfg, root, "data", known), p)
              for p in expand_pattern(path, root, "data")]
     tensors = TabularTensors(num=torch.cat([t.num for t in parts]),
                              cat=torch.cat([t.cat for t in parts]),

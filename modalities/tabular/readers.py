@@ -24,7 +24,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,7 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".data")
 COMPRESSION_OPENERS: dict[str, Callable[..., io.BufferedIOBase]] = {
     ".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 PARQUET_SUFFIXES = (".parquet", ".pq")
+ARRAY_SUFFIX = ".npy"  # a 2-D array of numbers, columns named by position ("0", "1", ...)
 DELIMITERS = ("\t", ";", "|", ",")  # sniffing prefers earlier ones on ties
 NUMBER_PATTERN = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|[+-]?inf(?:inity)?"  # case-insensitive
 NAN_PATTERN = r"[+-]?nan"
@@ -77,8 +78,9 @@ class TabularDataConfig(DataConfig):
     test_fraction: float = 0.2
     # Seed of that split.
     split_seed: int = 0
-    # Label column: a header name, or an integer position (negative counts from the end).
-    target: str | int = -1
+    # Label column: a header name, or an integer position (negative counts from the end);
+    # null: the table has none (embedding unlabelled rows; training needs one).
+    target: str | int | None = -1
     # Field separator; None -> sniff from ",", ";", "\t", "|" (spaces around fields are stripped).
     delimiter: str | None = None
     # Whether the first line holds column names; None -> detect.
@@ -110,14 +112,26 @@ class TabularTensors:
     y: Tensor
 
 
+class KnownColumns(NamedTuple):
+    """A run's training table: its label column and all its columns in order (label included)."""
+
+    target: str
+    columns: list[str]
+
+    @property
+    def features(self) -> list[str]:
+        return [c for c in self.columns if c != self.target]
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 
 
 def read_frame(spec: str, cfg: TabularDataConfig, root: Path | None, field: str,
-               known_target: str | None = None) -> pd.DataFrame:
-    """Read and check one table; with `known_target`, the label column of a run's training
-    table, the table may lack that column (unlabelled rows, `[N, F]`).
+               known: KnownColumns | None = None) -> pd.DataFrame:
+    """Read and check one table; with `known`, a run's training columns, the table may lack the
+    label column (unlabelled rows, `[N, F]`), and a table whose columns are only positions (a
+    `.npy` array, a file without a header) takes the training names in their order.
 
     Args:
         spec: a file path, "builtin:NAME" or "sklearn:NAME".
@@ -133,16 +147,35 @@ def read_frame(spec: str, cfg: TabularDataConfig, root: Path | None, field: str,
             or a categorical column is absent; a column is entirely missing; labels are
             missing; a numeric column holds a non-number, NaN or ±inf.
     """
-    return _read(spec, cfg, root, field, known_target)[0]
+    return _read(spec, cfg, root, field, known)[0]
 
 
 def _read(
     spec: str, cfg: TabularDataConfig, root: Path | None, field: str,
-    known_target: str | None = None,
+    known: KnownColumns | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """`read_frame`, also returning the name of the source used in error messages."""
     raw, source = _load_raw(spec, cfg, root, field)
-    return _clean(raw, cfg, source, known_target), source
+    if known is not None:
+        raw = _name_positions(raw, known, source)
+    return _clean(raw, cfg, source, None if known is None else known.target), source
+
+
+def _name_positions(raw: pd.DataFrame, known: KnownColumns, source: str) -> pd.DataFrame:
+    """Give a table whose columns are only positions ("0", "1", ...) the training table's names:
+    its feature columns in order (`[N, F]`), or all its columns (`[N, F + 1]`)."""
+    width = raw.shape[1]
+    positions = [str(i) for i in range(width)]
+    if list(raw.columns) != positions or known.columns[:width] == positions:
+        return raw
+    for names in (known.features, known.columns):
+        if width == len(names):
+            return raw.set_axis(names, axis=1)
+    raise DataError(
+        f"{source}: {width} unnamed columns, but the training table has {len(known.features)} "
+        f"feature columns ({_listing(known.features)}) and the label column {known.target!r}: "
+        "pass the feature columns in that order, or a table with their names in a header"
+    )
 
 
 def _load_raw(
@@ -166,9 +199,11 @@ def _load_raw(
         raise DataError(f"{path} is empty (0 bytes): point {field} at a file with data rows")
     if path.name.lower().endswith(PARQUET_SUFFIXES):
         return _load_parquet(path), str(path)
+    if path.suffix.lower() == ARRAY_SUFFIX:
+        return _load_array(path), str(path)
     if _text_suffix(path) is None:
         raise DataError(
-            f"{path}: unknown file type; {field} must end in .parquet, .pq or one of "
+            f"{path}: unknown file type; {field} must end in .parquet, .pq, .npy or one of "
             f"{', '.join(TEXT_SUFFIXES)} (optionally followed by .gz, .bz2, .zip or .xz)"
         )
     return _load_text(path, cfg), str(path)
@@ -210,6 +245,21 @@ def _load_parquet(path: Path) -> pd.DataFrame:
     except Exception as err:  # pyarrow raises its own exception types for corrupt files
         raise DataError(f"{path}: not a readable Parquet file ({err})") from err
     return _number_rows(frame.reset_index(drop=True), start=1, name="row")
+
+
+def _load_array(path: Path) -> pd.DataFrame:
+    """Read a 2-D numeric `.npy` array `[N, W]`; columns are named by position; NaN is missing."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:  # an object array (strings, mixed types) needs pickle: refused
+        raise DataError(f"{path}: not an array of numbers ({err}); save mixed-type tables as CSV "
+                        "or Parquet, or pass a pandas DataFrame") from None
+    except OSError as err:
+        raise DataError(f"{path}: not a readable .npy file ({err})") from None
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{path}: a table needs a 2-D array of numbers [rows, columns], got "
+                        f"shape {list(array.shape)} of {array.dtype}")
+    return _number_rows(pd.DataFrame(array), start=1, name="row")
 
 
 def _load_text(path: Path, cfg: TabularDataConfig) -> pd.DataFrame:
@@ -400,12 +450,16 @@ def _clean(raw: pd.DataFrame, cfg: TabularDataConfig, source: str,
     return pd.DataFrame(clean, index=raw.index)
 
 
-def resolve_column(spec: str | int, columns: Sequence[str], source: str, field: str) -> str:
+def resolve_column(spec: str | int | None, columns: Sequence[str], source: str,
+                   field: str) -> str:
     """The column named by `spec`: a name, or an integer position (negative from the end).
 
     Raises:
-        DataError: no such column; the message lists the available ones.
+        DataError: no such column (the message lists the available ones), or `spec` is None.
     """
+    if spec is None:
+        raise DataError(f"{field} is null, but {source} is read as training data, which needs "
+                        f"that column: name it ({field}=COLUMN, or a position)")
     if isinstance(spec, int) and not isinstance(spec, bool):
         if -len(columns) <= spec < len(columns):
             return columns[spec]
