@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from pathlib import Path
@@ -85,21 +86,24 @@ def load_state(module: nn.Module, state: dict, path: Path) -> None:
 
 
 def lock_run_dir(run_dir: Path, flag: str = "--out") -> IO[str] | None:
-    """Hold `run_dir/.lock` (an advisory `flock`) for as long as the returned file stays open.
+    """Hold `run_dir/.lock` (an advisory lock) for as long as the returned file stays open.
 
     Two processes training into one folder would truncate each other's `metrics.jsonl` and
     checkpoints; the second is refused instead, naming the process that holds the folder. The
     lock goes with the process (closed file, exit or crash), so a killed run never leaves a
-    stale lock. Returns None where the platform has no `flock` (Windows): no lock is taken.
+    stale lock, and processes it forks never hold it. Returns None where the platform has no
+    `fcntl` (Windows): no lock is taken.
     """
     try:
         import fcntl
     except ImportError:
         return None
     handle = (run_dir / LOCK_FILE).open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    try:  # a POSIX record lock: owned by this process alone, not by DataLoader workers it forks
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()

@@ -56,10 +56,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
     if args.nproc > 1 and "RANK" not in os.environ:
         sys.exit(_launch_torchrun(args.nproc))
+    encoder = Path(args.out) / "encoder.pt"
+    before = encoder.stat().st_mtime_ns if encoder.is_file() else None
     run_dir = pretrain(args.recipe, args.overrides, args.out, resume=args.resume)
     if int(os.environ.get("RANK", 0)) != 0:
         return
-    if args.report:
+    unchanged = before is not None and encoder.is_file() and encoder.stat().st_mtime_ns == before
+    if args.report and not unchanged:  # a finished run asked again: its report stands
         _write_report([run_dir])
     if (run_dir / "encoder.pt").exists():
         print(f"trained encoder: {run_dir / 'encoder.pt'}")

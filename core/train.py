@@ -12,6 +12,7 @@ import copy
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import signal
@@ -47,7 +48,7 @@ from polyjepa.errors import CheckpointError, ConfigError, NonFiniteLossError
 from polyjepa.hub import ENCODER_FILE, export_encoder
 from polyjepa.log import quiet_other_ranks, run_log
 from polyjepa.monitors import normalized_std, rankme
-from polyjepa.paths import check_output_folder, pin_paths, write_atomic
+from polyjepa.paths import check_output_folder, is_name, pin_paths, write_atomic
 from polyjepa.precision import MIN_SPEEDUP, auto_dtype, measured_speedup
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
@@ -650,6 +651,23 @@ def _where_keys(cfg: C.RecipeConfig) -> set[str]:
     return {"data_root", *(f"data.{k}" for k in C.path_keys(cfg))}
 
 
+def _data_elsewhere(saved: dict, cfg: C.RecipeConfig) -> list[tuple[str, str, str]]:
+    """`(key, saved place, new place)` for each data path of `cfg` (pinned) that resolves to
+    another file or folder than the saved config's: where a run's data lives."""
+    def place(config: dict, key: str) -> str:
+        value = config.get("data", {}).get(key)
+        if not isinstance(value, str) or not value or is_name(value):
+            return str(value)
+        path = Path(value).expanduser()
+        if not path.is_absolute() and config.get("data_root"):
+            path = Path(config["data_root"]) / path
+        return os.path.realpath(path)
+
+    new = C.to_dict(cfg)
+    return [(f"data.{k}", place(saved, k), place(new, k)) for k in C.path_keys(cfg)
+            if place(saved, k) != place(new, k)]
+
+
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     """Dotted keys where two plain config trees differ."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -697,12 +715,28 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
     given = pin_paths(built.cfg)  # after the comparison, which leaves where the data lives out
     trainer = Trainer(built, run_dir)
     main = trainer.dist.is_main
+    if state is not None:
+        trainer.load_state_dict(state, ckpt_path)
+        finished = (run_dir / ENCODER_FILE).exists() and trainer.step >= trainer.budget.steps
+        elsewhere = _data_elsewhere(state["config"], built.cfg)
+        if elsewhere and finished:
+            key, old, new = elsewhere[0]
+            raise ConfigError(
+                f"--out {run_dir} already holds a finished run trained on {key}={old}; this "
+                f"command reads {new}: choose another --out (to score the run on that data: "
+                f"polyjepa eval {run_dir} --data {new})")
+        if finished:  # the same command again: nothing to train, nothing rewritten
+            log.info("--out %s already holds this finished run: nothing to train", run_dir)
+            shutdown_distributed()
+            return run_dir
+        for key, old, new in elsewhere:
+            log.warning("continuing the run in %s with %s at another place: %s (was %s)",
+                        run_dir, key, new, old)
     created = not run_dir.exists()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     lock = lock_run_dir(run_dir) if main else None  # held until training ends
     if state is not None:
-        trainer.load_state_dict(state, ckpt_path)
         if main:
             _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
     elif main:

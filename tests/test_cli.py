@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import tiny_recipe, write_recipe
 
 from polyjepa.build import load_datasets, load_recipe
 from polyjepa.cli import main
@@ -416,3 +417,27 @@ def test_embed_of_a_synthetic_run_reads_the_given_data(tmp_path, tiny_recipe, ca
     out = tmp_path / "x.npy"
     main(["embed", str(run), str(table), "--out", str(out), "--device", "cpu"])
     assert np.load(out).shape[0] == 200  # not the 1600-row synthetic training split
+
+
+def test_a_finished_run_asked_again_rewrites_nothing_and_refuses_other_data(tmp_path, capsys):
+    """The same command on a finished run trains nothing and touches no file (its report
+    included); the same `--out` with other data is refused, naming both, so that the run's
+    config and report never name data its encoder did not see."""
+    for name, seed in (("a.csv", 1), ("b.csv", 2)):
+        synthetic_frame(120, seed=seed).to_csv(tmp_path / name, index=False)
+    raw = tiny_recipe(train={"max_steps": 2}, synthetic=False,
+                      data={"path": str(tmp_path / "a.csv"), "test_path": None,
+                            "target": "label"})
+    recipe, run = write_recipe(raw, tmp_path), tmp_path / "run"
+    assert main(["pretrain", str(recipe), "--out", str(run)]) == 0
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    assert main(["pretrain", str(recipe), "--out", str(run)]) == 0
+    assert "trained encoder" in capsys.readouterr().out
+    assert main(["pretrain", str(recipe), f"data.path={tmp_path / 'b.csv'}", "--out",
+                 str(run)]) == 2
+    err = one_line_error(capsys.readouterr().err, "pretrain")
+    assert f"already holds a finished run trained on data.path={tmp_path / 'a.csv'}" in err
+    assert str(tmp_path / "b.csv") in err and f"polyjepa eval {run} --data" in err
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing rewritten
+    assert str(tmp_path / "a.csv") in (run / "config.yaml").read_text()
