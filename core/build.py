@@ -21,11 +21,18 @@ from torch import nn
 from polyjepa import config as C
 from polyjepa.budget import Budget, resolve_budget
 from polyjepa.contracts import Objective, conform
-from polyjepa.data import Collate, PretrainingSet, carve_validation, fitting_batch_size
+from polyjepa.data import (
+    Collate,
+    PretrainingSet,
+    carve_validation,
+    dataset_labels,
+    fitting_batch_size,
+)
 from polyjepa.encoders import Backbone
 from polyjepa.errors import ConfigError
 from polyjepa.paths import DATA_ROOT_ENV, data_root, expand_pattern, is_name, resolve_path
 from polyjepa.registry import ModalityPlugin, get_component, get_modality, raised_at
+from polyjepa.targets import is_regression
 
 
 @dataclass
@@ -94,6 +101,11 @@ def load_splits(recipe: Recipe) -> Splits:
                               "file or folder; relative paths are looked up in the working "
                               f"folder, then under ${DATA_ROOT_ENV})")
         train, test, meta = recipe.plugin.load_data(cfg.data, data_root(cfg.data_root))
+        if (isinstance(cfg.data, C.DataConfig) and cfg.data.task == "regression"
+                and len(train) and not is_regression(dataset_labels(train))):
+            raise ConfigError(f"{recipe.source}: data.task=regression, but the {cfg.modality} "
+                              "plugin read class labels (folders, label patterns); regression "
+                              "targets are read from tables and series (a numeric label column)")
     val = None
     if C.val_fraction(cfg) > 0:
         train, val = carve_validation(train, C.val_fraction(cfg), cfg.eval.seed)

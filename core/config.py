@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from polyjepa.errors import ConfigError
+from polyjepa.targets import TASKS
 
 POOLINGS = ("mean", "flatten", "prefix", "mean_max", "mean_plus_max", "last")
 """`eval.pooling` modes (`polyjepa.pooling.pool` implements them)."""
@@ -47,6 +48,11 @@ class DataConfig:
     # by the modality's `load_file` with the preprocessing fitted on `path`'s training split. The
     # probes, selection and evaluation never see them. One path or a list.
     unlabelled: str | list[str] = field(default_factory=list, kw_only=True)
+    # What the labels are: `classification`, `regression` (real-valued targets: ridge probes,
+    # R² and MAE, label efficiency by fraction), or `auto`: regression for a numeric label with
+    # many distinct values (`polyjepa.targets.decide_task`). Plugins that read only classes
+    # (class folders, label patterns) refuse `regression`.
+    task: str = field(default="auto", kw_only=True)
 
     # Keys holding file or folder paths: a run stores them absolute (`polyjepa.paths.pin_paths`),
     # so that `eval`, `finetune` and `embed` find its data from any folder.
@@ -541,6 +547,9 @@ def _check_split_keys(cfg: RecipeConfig, source: str) -> None:
     fraction, t, e = val_fraction(cfg), cfg.train, cfg.eval
     if not 0 <= fraction < 1:
         raise ConfigError(f"{source}: data.val_fraction must lie in [0, 1), got {fraction}")
+    if isinstance(cfg.data, DataConfig) and cfg.data.task not in TASKS:
+        raise ConfigError(f"{source}: data.task must be one of {', '.join(TASKS)}, got "
+                          f"{cfg.data.task!r}")
     if t.probe_every is not None:
         if t.probe_every < 1:
             raise ConfigError(f"{source}: train.probe_every must be >= 1 (or null: off)")

@@ -29,6 +29,7 @@ from polyjepa.contracts import (
     conform,
 )
 from polyjepa.errors import DataError
+from polyjepa.targets import is_regression
 from polyjepa.types import Batch
 
 
@@ -193,21 +194,30 @@ class Collate:
                 for augment in chain:
                     view = augment(view, g)
                 views.append(view)
-        return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long), masks=masks, views=views,
+        return Batch(x=x, y=labels_tensor(y), masks=masks, views=views,
                      skipped=len(items) - len(samples), seed=seed)
 
 
 def eval_collate(samples: list[Any]) -> Batch:
     """Collate for embedding: no masks, no views."""
     x, y = default_collate(samples)
-    return Batch(x=x, y=torch.as_tensor(y, dtype=torch.long))
+    return Batch(x=x, y=labels_tensor(y))
+
+
+def labels_tensor(y: Any) -> torch.Tensor:
+    """Collated labels `[B]`: int64 class indices, or float32 regression targets."""
+    y = torch.as_tensor(y)
+    return y.float() if y.is_floating_point() else y.long()
 
 
 def dataset_labels(dataset: Any) -> np.ndarray:
-    """Labels `[N]` of a dataset: its `labels` when `Labelled`, else read sample by sample."""
+    """Labels `[N]` of a dataset: its `labels` when `Labelled`, else read sample by sample;
+    int64 class indices, or float32 targets for regression (`polyjepa.targets`)."""
     if isinstance(dataset, Labelled):
-        return np.asarray(dataset.labels, dtype=np.int64).reshape(-1)
-    return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+        y = np.asarray(dataset.labels).reshape(-1)
+    else:
+        y = np.asarray([np.asarray(dataset[i][1]).item() for i in range(len(dataset))])
+    return y.astype(np.float32) if is_regression(y) else y.astype(np.int64)
 
 
 def sample_ids(dataset: Any) -> list[str]:
@@ -292,7 +302,7 @@ def whole(dataset: Any) -> Any:
 
 def carve_validation(dataset: Any, fraction: float, seed: int) -> tuple[DataSplit, DataSplit]:
     """`(rest, validation)`: `fraction` of `dataset` held out, stratified by label where every
-    class has at least two samples (uniform otherwise), seeded.
+    class has at least two samples (uniform otherwise, and for regression targets), seeded.
 
     Raises:
         DataError: the dataset is too small to hold out one sample and keep one.
@@ -303,6 +313,7 @@ def carve_validation(dataset: Any, fraction: float, seed: int) -> tuple[DataSpli
         raise DataError(f"data.val_fraction={fraction} leaves no training sample of {n}; lower it")
     y = dataset_labels(dataset)
     classes, counts = np.unique(y, return_counts=True)
-    stratify = y if counts.min() >= 2 and len(classes) <= size <= n - len(classes) else None
+    stratify = y if (not is_regression(y) and counts.min() >= 2
+                     and len(classes) <= size <= n - len(classes)) else None
     rest, val = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=stratify)
     return DataSplit(dataset, np.sort(rest)), DataSplit(dataset, np.sort(val))

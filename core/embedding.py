@@ -35,7 +35,8 @@ class Embeddings:
     Attributes:
         x: `[N, F]` float32 embeddings, in the data's order.
         labels: `[N]` class indices: into `classes` for the classes seen in training (a reader may
-            number other labels after them); -1 where a sample has no label.
+            number other labels after them); -1 where a sample has no label. For a regression
+            run, the float targets (NaN where a sample has none).
         ids: `[N]` sample ids: file paths where samples are files, else their positions.
         classes: class names by index (empty when the run's data had none).
     """

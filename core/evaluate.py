@@ -48,7 +48,8 @@ from polyjepa.encoders import Backbone
 from polyjepa.errors import CheckpointError, ConfigError, ContractError, DataError, MissingExtraError
 from polyjepa.hub import ENCODER_FILE, encoder_from_blob, read_any, read_run_config
 from polyjepa.paths import data_root, write_atomic
-from polyjepa.probes import embed, knn_probe, linear_probe
+from polyjepa.probes import embed, knn_probe, linear_probe, regression_probe
+from polyjepa.targets import is_regression, known_rows
 from polyjepa.train import kept_encoder_path, kept_steps, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,15 @@ random network pretraining started from. Paired with it, the difference is what 
 changed in this network; the `random_init` baseline (other initialisations) also carries how lucky
 this run's initialisation was, which the interval over label draws does not cover."""
 PROTOCOLS = ("linear_probe", "knn", "svm", "few_shot", "label_efficiency")
+
+
+SCALARS = ("linear_probe", "linear_probe_mae", "knn", "svm")
+"""The protocols a result holds one number per encoder of (`linear_probe_mae`: regression)."""
+
+
+def metric_name(result: dict) -> str:
+    """What a result's probes score: `accuracy`, or `R²` for a regression target."""
+    return "R²" if result.get("metric") == "r2" else "accuracy"
 
 
 def encoder_names(result: dict) -> list[str]:
@@ -144,6 +154,8 @@ def run_protocols(features: LE.Features, y_train: np.ndarray, y_test: np.ndarray
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ConfigError(f"eval.protocols: '{unknown[0]}' is not one of {', '.join(PROTOCOLS)}")
+    if is_regression(y_train):
+        return regression_protocols(features, y_train, y_test, cfg, protocols)
     scalar = [p for p in ("linear_probe", "knn", "svm") if p in protocols]
     result: dict = {p: {} for p in scalar}
     each: dict = {}
@@ -189,6 +201,38 @@ def run_protocols(features: LE.Features, y_train: np.ndarray, y_test: np.ndarray
     return result
 
 
+def regression_protocols(features: LE.Features, y_train: np.ndarray, y_test: np.ndarray,
+                         cfg: C.EvalConfig, protocols: list[str]) -> dict:
+    """`run_protocols` for a regression target: `linear_probe` (ridge regression, R², and its
+    mean absolute error as `linear_probe_mae`) and `knn` (R²); `svm` and `few_shot` are class
+    protocols, left out with one log line. `metric: "r2"` marks the result."""
+    dropped = [p for p in protocols if p in ("svm", "few_shot")]
+    if dropped:
+        log.warning("eval: %s classify; the target is real-valued, so they are left out",
+                 " and ".join(dropped))
+    keep = subsample_indices(len(y_train), cfg.max_train, cfg.seed)
+    y_tr = y_train[keep]
+    result: dict = {"metric": "r2"}
+    each: dict = {}
+    for name, pairs in features.items():
+        scores: dict[str, list[float]] = {}
+        for x_train, x_te in pairs:
+            if "linear_probe" in protocols:
+                r2, mae = regression_probe(x_train[keep], y_tr, x_te, y_test)
+                scores.setdefault("linear_probe", []).append(r2)
+                scores.setdefault("linear_probe_mae", []).append(mae)
+            if "knn" in protocols:
+                scores.setdefault("knn", []).append(
+                    knn_probe(x_train[keep], y_tr, x_te, y_test, cfg.knn_k))
+        for p, values in scores.items():
+            result.setdefault(p, {})[name], values = _mean_each(values)
+            if len(pairs) > 1:
+                each.setdefault(p, values)
+    if each:
+        result["random_init_each"] = each
+    return result
+
+
 def target_probes(features: LE.Features, train_targets: dict, test_targets: dict) -> dict:
     """Probe each encoder's features for a dataset's extra targets (`dataset.probe_targets()`:
     name -> `[N]` or `[N, k]` array, e.g. a video's speeds): integer targets by logistic
@@ -213,15 +257,15 @@ def target_probes(features: LE.Features, train_targets: dict, test_targets: dict
 
 
 def known(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`(rows, y[rows])` of the rows with a known target: class targets of -1 are unknown."""
+    """`(rows, y[rows])` of the rows with a known target: class -1 and NaN targets are unknown."""
     y = np.asarray(y)
-    rows = np.flatnonzero(y >= 0) if is_class_target(y) else np.arange(len(y))
+    rows = known_rows(y)
     return rows, y[rows]
 
 
 def is_class_target(y: np.ndarray) -> bool:
     """Integer targets are classes (probed by accuracy), real ones are regressed (R²)."""
-    return bool(np.issubdtype(np.asarray(y).dtype, np.integer))
+    return not is_regression(y)
 
 
 def subsample_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
@@ -417,7 +461,8 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
                                           data_root(recipe.cfg.data_root), blob["meta"])
         y = dataset_labels(dataset)
         train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=test_fraction,
-                                               random_state=cfg.seed, stratify=y)
+                                               random_state=cfg.seed,
+                                               stratify=None if is_regression(y) else y)
         train_set, test_set = DataSplit(dataset, train_idx), DataSplit(dataset, test_idx)
     encoders = {"pretrained": [pretrained], "random_init": inits}
     own = kept_encoder_path(run_dir, 0)
@@ -446,7 +491,7 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     bar.update(len(baselines))
     bar.close()
     y_all = np.concatenate([y_train, y_test])
-    if (y_all < 0).any():
+    if len(known_rows(y_all)) < len(y_all):
         raise DataError(f"{recipe.source}: evaluation needs labels, and some samples have none")
     plain = [p for p in protocols if p != "label_efficiency"]
     targets = {}  # extra targets, read once: `{name: (train [N], test [M])}`
@@ -471,7 +516,8 @@ def _classify(run_dir: Path, recipe: Recipe, protocols: list[str], data_path: st
     result: dict = {}
     if plain:
         _say(progress, f"eval: {', '.join(plain)}")
-        linear = all_labels_probe(scores["label"][0]) if "label" in scores else None
+        linear = (all_labels_probe(scores["label"][0])
+                  if "label" in scores and not is_regression(y_train) else None)
         result = run_protocols(features, y_train, y_test, cfg, len(np.unique(y_all)), plain,
                                linear)
     if targets:
@@ -583,14 +629,14 @@ def across_runs(results: list[dict]) -> dict:
 
 def format_table(result: dict) -> str:
     """A plain-text table of an `evaluate_run` result."""
-    scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]
+    scalar = [p for p in SCALARS if p in result]
     names = encoder_names(result)
     width = _name_width(names)
     lines = []
     if scalar:
-        lines.append(f"{'accuracy':<{width}}" + "".join(f"{p:>14}" for p in scalar))
+        lines.append(f"{metric_name(result):<{width}}" + "".join(f"{p:>18}" for p in scalar))
         for name in names:
-            lines.append(f"{name:<{width}}" + "".join(f"{result[p][name]:>14.4f}" for p in scalar))
+            lines.append(f"{name:<{width}}" + "".join(f"{result[p][name]:>18.4f}" for p in scalar))
         each = result.get("random_init_each", {})
         if each:
             lines.append(f"(random_init: mean of {len(next(iter(each.values())))} initialisations; "
@@ -645,14 +691,14 @@ def comparison(result: dict) -> str:
     def value(v: Any) -> float:
         return v["mean"] if isinstance(v, dict) else v
 
-    scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]
+    scalar = [p for p in ("linear_probe", "knn", "svm") if p in result]  # higher is better
     parts = []
     for baseline in encoder_names(result)[1:]:
         diffs = [f"{p} {100 * (value(result[p]['pretrained']) - value(result[p][baseline])):+.1f}"
                  for p in scalar]
         if diffs:
             parts.append(f"vs {baseline.replace('_', ' ')}: " + ", ".join(diffs))
-    line = "pretrained " + "; ".join(parts) + " points of accuracy" if parts else ""
+    line = "pretrained " + "; ".join(parts) + f" points of {metric_name(result)}" if parts else ""
     five = [b for b in result.get("label_efficiency", {}).get("budgets", [])
             if b["budget"] == "5_per_class"]
     if five:
@@ -717,11 +763,11 @@ def format_runs(out: dict) -> str:
         lines += [f"== {run}", format_table(result), ""]
     agg, n = out["across_runs"], len(out["runs"])
     lines.append(f"== mean ± std over {n} runs")
-    scalar = [p for p in ("linear_probe", "knn", "svm") if p in agg]
+    scalar = [p for p in SCALARS if p in agg]
     names = encoder_names(agg)
     width = _name_width(names)
     if scalar:
-        lines.append(f"{'accuracy':<{width}}" + "".join(f"{p:>18}" for p in scalar))
+        lines.append(f"{metric_name(agg):<{width}}" + "".join(f"{p:>18}" for p in scalar))
         for name in names:
             lines.append(f"{name:<{width}}" + "".join(
                 f"{agg[p][name]['mean']:>11.4f} ± {agg[p][name]['std']:.3f}" for p in scalar))

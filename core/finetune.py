@@ -28,6 +28,7 @@ from polyjepa.data import (
     Collate,
     SeededBatchSampler,
     SeededDataset,
+    dataset_labels,
     eval_collate,
     fitting_batch_size,
 )
@@ -38,6 +39,7 @@ from polyjepa.hub import load_encoder, read_run_config
 from polyjepa.paths import write_atomic
 from polyjepa.pooling import pool, pooled_dim
 from polyjepa.schedules import warmup_cosine
+from polyjepa.targets import is_regression
 from polyjepa.train import adamw, channels_last, param_groups, resolve_device, seed_everything
 from polyjepa.types import RawInput, Tokens
 
@@ -141,6 +143,10 @@ def finetune_run(run_dir: str | Path, overrides: Sequence[str] = (), device: str
         reuse_freed_memory()
     train_set, test_set, meta = load_datasets(recipe)
     num_classes = int(meta.get("num_classes", 0))
+    if num_classes < 2 and len(train_set) and is_regression(dataset_labels(train_set)):
+        raise DataError(f"{recipe.source}: fine-tuning trains a classifier, and this run's target "
+                        "is real-valued (regression); score the frozen encoder with polyjepa "
+                        "eval (ridge probes), or fit your own head on polyjepa.Featurizer")
     if num_classes < 2:
         raise DataError(f"{recipe.source}: fine-tuning needs labelled data with >= 2 classes")
     pooling = ft.pooling or recipe.cfg.eval.pooling

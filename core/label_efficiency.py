@@ -185,9 +185,14 @@ def interval(values: np.ndarray, confidence: float = CONFIDENCE, over: str = "dr
     return mean, mean - q * sem, mean + q * sem
 
 
+TIE = 1e-9
+"""Differences within this of 0 are rounding, not effects (two encoders that are the same
+network score the same up to float noise)."""
+
+
 def verdict(low: float, high: float) -> str:
     """`helps` (interval above 0), `hurts` (below 0) or `no difference`."""
-    return "helps" if low > 0 else "hurts" if high < 0 else "no difference"
+    return "helps" if low > TIE else "hurts" if high < -TIE else "no difference"
 
 
 def summarize(scores: BudgetScores, baseline: str = "random_init",

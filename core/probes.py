@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression, RidgeClassifier
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.linear_model import LogisticRegression, RidgeClassifier, RidgeCV
+from sklearn.metrics import mean_absolute_error, r2_score
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
@@ -15,6 +16,12 @@ from torch.utils.data import DataLoader
 from polyjepa.data import eval_collate
 from polyjepa.encoders import Backbone
 from polyjepa.label_efficiency import Budget, draw_subset, example_scores
+from polyjepa.targets import is_regression
+
+FEW_FRACTION = 0.1
+"""The online probe's few-label budget for a regression target: this share of the training
+targets (classes use `train.probe_shots` per class)."""
+ALPHAS = np.logspace(-2, 4, 7)  # ridge regression's penalties, chosen by cross-validation
 
 
 @torch.no_grad()
@@ -42,11 +49,22 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
     return float(model.score(x_test, y_test))
 
 
+def regression_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                     y_test: np.ndarray) -> tuple[float, float]:
+    """`(R², MAE)` of ridge regression (penalty by cross-validation on the training rows) on
+    standardised features; targets `[N]`."""
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS))
+    predicted = model.fit(x_train, y_train).predict(x_test)
+    return float(r2_score(y_test, predicted)), float(mean_absolute_error(y_test, predicted))
+
+
 def knn_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
               k: int = 20) -> float:
-    """Accuracy of a distance-weighted k-nearest-neighbour vote on standardised features."""
+    """Accuracy of a distance-weighted k-nearest-neighbour vote on standardised features (R² of
+    the distance-weighted neighbours' mean for a regression target)."""
     k = min(k, len(x_train))
-    model = make_pipeline(StandardScaler(), KNeighborsClassifier(k, weights="distance"))
+    knn = KNeighborsRegressor if is_regression(y_train) else KNeighborsClassifier
+    model = make_pipeline(StandardScaler(), knn(k, weights="distance"))
     model.fit(x_train, y_train)
     return float(model.score(x_test, y_test))
 
@@ -67,9 +85,12 @@ def online_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_
     `probe/knn` (distance-weighted kNN), `probe/linear` (a ridge classifier, closed form) and its
     squared error against the validation labels' ±1 codes, `probe/linear_mse` (continuous, it
     breaks ties of `train.select=val_probe`), and `probe/few_shot` (`few_shot_probe`: what
-    `val_probe` selects by, the few-label regime pretraining is for)."""
+    `val_probe` selects by, the few-label regime pretraining is for). A regression target gets
+    the same keys in R² (`_online_regression`)."""
     if len(np.unique(y_train)) < 2:
         return {}
+    if is_regression(y_train):
+        return _online_regression(x_train, y_train, x_val, y_val, k, draws)
     ridge = make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.0)).fit(x_train, y_train)
     scores = ridge.decision_function(x_val)
     classes = ridge.classes_
@@ -80,3 +101,18 @@ def online_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_
             "probe/linear": float(ridge.score(x_val, y_val)),
             "probe/linear_mse": float(np.mean((scores - codes) ** 2)),
             "probe/few_shot": few_shot_probe(x_train, y_train, x_val, y_val, shots, draws)}
+
+
+def _online_regression(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+                       y_val: np.ndarray, k: int, draws: int) -> dict[str, float]:
+    """`online_probe` for a regression target: `probe/knn`, `probe/linear` (ridge) and
+    `probe/few_shot` (ridge on `FEW_FRACTION` of the training targets, over `draws` draws) in R²,
+    `probe/linear_mse` the ridge's squared error over the targets' variance (lower is better),
+    `probe/mae` its mean absolute error."""
+    r2, mae = regression_probe(x_train, y_train, x_val, y_val)
+    budget = Budget("fraction", FEW_FRACTION)
+    few = float(np.mean([
+        example_scores(x_train[pick], y_train[pick], x_val, y_val, False).mean()
+        for pick in (draw_subset(y_train, budget, 0, d, classify=False) for d in range(draws))]))
+    return {"probe/knn": knn_probe(x_train, y_train, x_val, y_val, k), "probe/linear": r2,
+            "probe/linear_mse": 1.0 - r2, "probe/mae": mae, "probe/few_shot": few}

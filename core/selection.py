@@ -22,8 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from polyjepa.targets import is_regression, known_rows
+
 MIN_PER_CLASS = 3
 """`val_probe` needs at least this many labelled validation samples of every training class."""
+MIN_REGRESSION = 10
+"""... or, for a regression target, at least this many validation targets."""
 
 SCORE_KEYS = {"val_probe": "probe/few_shot", "rankme": "probe/rankme"}
 """The online-probe metric each selection rule maximises."""
@@ -36,13 +40,18 @@ def selection_rule(select: str, val_labels: np.ndarray | None) -> tuple[str, str
     """The rule a run selects by, and why it differs from `select` (None when it does not).
 
     `val_probe` becomes `rankme` when the validation split lacks labels or holds fewer than
-    `MIN_PER_CLASS` samples of some class it has."""
+    `MIN_PER_CLASS` samples of some class it has (`MIN_REGRESSION` targets for regression)."""
     if select != "val_probe":
         return select, None
     labels = np.asarray([] if val_labels is None else val_labels)
-    labels = labels[labels >= 0]
+    labels = labels[known_rows(labels)]
     if len(labels) == 0:
         return "rankme", "the validation split has no labels"
+    if is_regression(labels):
+        if len(labels) < MIN_REGRESSION:
+            return "rankme", (f"the validation split is too small to decide ({len(labels)} "
+                              f"targets; val_probe needs {MIN_REGRESSION})")
+        return "val_probe", None
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2 or counts.min() < MIN_PER_CLASS:
         return "rankme", (f"the validation split is too small to decide ({len(labels)} labelled "

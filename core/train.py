@@ -53,6 +53,7 @@ from polyjepa.precision import MIN_SPEEDUP, auto_dtype, measured_speedup
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
 from polyjepa.selection import Selector, candidate_every, selection_rule
+from polyjepa.targets import known_rows
 from polyjepa.types import Batch
 
 log = logging.getLogger(__name__)
@@ -285,8 +286,12 @@ class Trainer:
         say = run_log().info
         pool = (f" (+{self.unlabelled_samples} unlabelled, pretraining only)"
                 if self.unlabelled_samples else "")
-        say("data: %d training samples%s, %d validation, %d test", self.split_sizes[0], pool,
-            *self.split_sizes[1:])
+        classes = int(self.meta.get("num_classes", 0) or 0)
+        target = ("; a real-valued target (regression: ridge probes, R²)"
+                  if self.meta.get("task") == "regression" else
+                  f"; {classes} classes" if classes else "")
+        say("data: %d training samples%s, %d validation, %d test%s", self.split_sizes[0], pool,
+            *self.split_sizes[1:], target)
         say("length: %s", self.budget.describe(self.pretraining_samples, self.batch_size))
         if self.selector is not None:
             why = f" ({self.selector.fallback})" if self.selector.fallback else ""
@@ -480,8 +485,8 @@ class Trainer:
         finally:
             backbone.train(was_training)
         row = {"probe/rankme": rankme(torch.from_numpy(x_tr))} if len(x_tr) > 1 else {}
-        tr, va = y_tr >= 0, y_va >= 0
-        if va.any() and tr.any():
+        tr, va = known_rows(y_tr), known_rows(y_va)
+        if len(va) and len(tr):
             row.update(online_probe(x_tr[tr], y_tr[tr], x_va[va], y_va[va], e.knn_k,
                                     self.cfg.train.probe_shots, self.cfg.train.probe_draws))
         return row

@@ -57,7 +57,8 @@ class Batch:
 
     Attributes:
         x: the raw input, batched (`RawInput` with a leading batch dimension).
-        y: labels `[B]` (long; -1 where a sample has none).
+        y: labels `[B]`: class indices (long; -1 where a sample has none), or regression
+            targets (float; NaN where a sample has none).
         masks: index sets for JEPA objectives, sampled in the collate.
         views: augmented views for BYOL-style objectives (each a `RawInput`), sampled in the collate.
         skipped: samples of this batch dropped because they failed to load (`data.on_error=skip`).

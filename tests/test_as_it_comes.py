@@ -142,8 +142,9 @@ def test_series_of_any_length_some_shorter_than_a_patch(recipe, tmp_path, capsys
 
 
 def test_what_is_still_refused_is_one_line_naming_the_file(tmp_path, capsys):
-    """An audio file that is not audio, a cloud of 2 points, a table whose label column is
-    absent, a video that is not one: each stops before the first step, naming the file."""
+    """An audio file that is not audio, a cloud of 2 points, a table whose label column holds
+    one class (a column of measurements is a regression target now: `test_regression.py`), a
+    video that is not one: each stops before the first step, naming the file."""
     (tmp_path / "wavs" / "a").mkdir(parents=True)
     (tmp_path / "wavs" / "b").mkdir(parents=True)
     for i in range(4):
@@ -162,7 +163,7 @@ def test_what_is_still_refused_is_one_line_naming_the_file(tmp_path, capsys):
     err = refused("my_clouds", tmp_path / "clouds", tmp_path / "r2", capsys)
     assert "tiny.npy" in err
 
-    pd.DataFrame({"x": RNG.normal(size=20), "y": RNG.normal(size=20)}).to_csv(
+    pd.DataFrame({"x": RNG.normal(size=20), "y": ["same"] * 20}).to_csv(  # one class only
         tmp_path / "rows.csv", index=False)
     err = refused("my_table", tmp_path / "rows.csv", tmp_path / "r3", capsys)
     assert "rows.csv" in err and "data.target" in err

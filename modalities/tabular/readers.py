@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from polyjepa.config import DataConfig
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.paths import resolve_path
+from polyjepa.targets import as_targets, decide_task
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class TabularTensors:
         num: `[N, F_num]` float32, standardised with training statistics; missing -> 0 (the
             training mean).
         cat: `[N, F_cat]` int64 category index, 0 = missing or unseen category.
-        y: `[N]` int64 class index.
+        y: `[N]` int64 class index, or float32 regression target (NaN: none).
     """
 
     num: Tensor
@@ -436,8 +437,6 @@ def _clean(raw: pd.DataFrame, cfg: TabularDataConfig, source: str,
         values = _mark_missing(raw[name], missing)
         if name == target:
             check_labels(values, name, source)
-            if known_target is None:
-                check_classes(values, name, columns, source)
             clean[name] = category_strings(values)
             continue
         check_not_all_missing(values, name, source)
@@ -513,25 +512,6 @@ def check_labels(labels: pd.Series, name: str, source: str) -> None:
         raise DataError(
             f"{source}: {int(absent.sum())} rows have no label in column {name!r} (first: "
             f"{_where(labels.index, absent)}); fill them in or drop those rows"
-        )
-
-
-def check_classes(labels: pd.Series, name: str, columns: Sequence[str], source: str) -> None:
-    """Raise if the label column holds measurements rather than classes: numbers, not all
-    whole, nearly all distinct (more than half the rows, and more than 10).
-
-    Raises:
-        DataError: names the column, what it holds and the key that picks another.
-    """
-    numbers = pd.to_numeric(labels, errors="coerce")
-    distinct = labels.nunique()
-    if (numbers.notna().all() and not (numbers == numbers.round()).all()
-            and distinct > max(10, len(labels) // 2)):
-        others = [c for c in columns if c != name]
-        raise DataError(
-            f"{source}: the label column {name!r} holds {distinct} distinct fractional numbers "
-            f"in {len(labels)} rows: a measurement, not classes; name the column of classes "
-            f"with data.target=COLUMN (other columns: {_listing(others)})"
         )
 
 
@@ -657,9 +637,11 @@ class TabularEncoder:
     stds: list[float]
     vocabularies: list[list[str]]
     class_names: list[str]
+    task: str = "classification"
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, cfg: TabularDataConfig, source: str) -> TabularEncoder:
+    def fit(cls, frame: pd.DataFrame, cfg: TabularDataConfig, source: str,
+            task: str = "classification") -> TabularEncoder:
         """Fit on the training rows.
 
         Args:
@@ -667,6 +649,7 @@ class TabularEncoder:
                 numeric columns and string categorical columns).
             cfg: the data config (`target` and `categorical`).
             source: file name for messages.
+            task: `classification` or `regression` (`polyjepa.targets.decide_task`).
 
         Returns:
             The fitted encoder.
@@ -689,8 +672,11 @@ class TabularEncoder:
         stats = [_mean_std(strict_numeric_column(frame[c], c, source)) for c in numeric]
         labels = category_strings(frame[target])
         check_labels(labels, target, source)
-        class_names = _distinct(labels)
-        if len(class_names) < 2:
+        class_names = [] if task == "regression" else _distinct(labels)
+        if task == "regression" and len(np.unique(as_targets(labels.tolist(), source))) < 2:
+            raise DataError(f"{source}: column {target!r} holds one value; a regression target "
+                            "needs at least 2 (is data.target the label column?)")
+        if task != "regression" and len(class_names) < 2:
             raise DataError(
                 f"{source}: column {target!r} holds a single class {class_names[0]!r}; "
                 "classification needs at least 2 (is data.target the label column?)"
@@ -704,6 +690,7 @@ class TabularEncoder:
             stds=[s for _, s in stats],
             vocabularies=[_distinct(category_strings(frame[c])) for c in categorical],
             class_names=class_names,
+            task=task,
         )
 
     @property
@@ -721,6 +708,7 @@ class TabularEncoder:
             "cardinalities": [len(v) + 1 for v in self.vocabularies],
             "num_classes": len(self.class_names),
             "class_names": list(self.class_names),
+            "task": self.task,
         }
 
     def transform(self, frame: pd.DataFrame, source: str) -> TabularTensors:
@@ -753,6 +741,7 @@ class TabularEncoder:
             num=torch.from_numpy(num),
             cat=torch.from_numpy(cat),
             y=(self._encode_labels(frame, source) if self.target in frame.columns
+               else torch.full((n,), math.nan) if self.task == "regression"
                else torch.full((n,), -1, dtype=torch.long)),
         )
 
@@ -776,6 +765,8 @@ class TabularEncoder:
         """
         labels = category_strings(frame[self.target]).str.strip()
         check_labels(labels, self.target, source)
+        if self.task == "regression":
+            return torch.from_numpy(as_targets(labels.tolist(), f"{source}: column {self.target!r}"))
         known = pd.Index(self.class_names)
         trimmed = labels.str.removesuffix(".")
         labels = labels.mask(~labels.isin(known) & trimmed.isin(known), trimmed)
@@ -806,7 +797,8 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
 
 
 class TabularDataset(Dataset):
-    """Encoded rows: item i is `({"num": [F_num], "cat": [F_cat]}, y)` with y a 0-dim long."""
+    """Encoded rows: item i is `({"num": [F_num], "cat": [F_cat]}, y)` with y a 0-dim long (a class) or
+    float (a regression target)."""
 
     def __init__(self, tensors: TabularTensors, cardinalities: Sequence[int]) -> None:
         """
@@ -859,13 +851,16 @@ def load_splits(
         DataError: see `read_frame`, `TabularEncoder.fit` and `TabularEncoder.transform`.
     """
     frame, source = _read(cfg.path, cfg, root, "data.path")
+    target = resolve_column(cfg.target, list(frame.columns), source, "data.target")
+    task = decide_task(category_strings(frame[target]).tolist(), cfg.task,
+                       f"{source}: column {target!r}")
     if cfg.test_path is None:
-        train, test = _split(frame, cfg, source)
+        train, test = _split(frame, cfg, source, stratify=task == "classification")
         train_source, test_source = f"{source} (training part)", f"{source} (held-out part)"
     else:
         train, train_source = frame, source
         test, test_source = _read(cfg.test_path, cfg, root, "data.test_path")
-    encoder = TabularEncoder.fit(train, cfg, train_source)
+    encoder = TabularEncoder.fit(train, cfg, train_source, task)
     cards = encoder.meta["cardinalities"]
     return (
         TabularDataset(encoder.transform(train, train_source), cards),
@@ -875,9 +870,10 @@ def load_splits(
 
 
 def _split(
-    frame: pd.DataFrame, cfg: TabularDataConfig, source: str
+    frame: pd.DataFrame, cfg: TabularDataConfig, source: str, stratify: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded train/test split, stratified by label when every class can be represented.
+    """Seeded train/test split, stratified by label when every class can be represented (and
+    `stratify`: not for a regression target).
 
     Returns:
         (train rows, test rows), each keeping the file's row numbers.
@@ -885,6 +881,8 @@ def _split(
     if not 0.0 < cfg.test_fraction < 1.0:
         raise ConfigError(f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
     labels = frame[resolve_column(cfg.target, list(frame.columns), source, "data.target")]
+    if not stratify:
+        return train_test_split(frame, test_size=cfg.test_fraction, random_state=cfg.split_seed)
     problem = _stratify_problem(labels, cfg.test_fraction)
     if problem:
         log.warning("%s: test split is not stratified because %s", source, problem)

@@ -37,6 +37,7 @@ from polyjepa.modalities.timeseries.synthetic import CLASS_NAMES, synthetic_seri
 from polyjepa.modalities.timeseries.tokenizer import PatchTokenizer
 from polyjepa.paths import expand_pattern, resolve_path
 from polyjepa.registry import ModalityPlugin
+from polyjepa.targets import decide_task
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -54,11 +55,18 @@ def _subset(data: SeriesSet, index: np.ndarray) -> SeriesSet:
                    actions=pick_optional(data.actions), names=pick(data.names))
 
 
+def _task(data: SeriesSet, cfg: TimeSeriesDataConfig) -> str:
+    """`data.task`, with `auto` meaning regression for a source that declares targets."""
+    return "regression" if cfg.task == "auto" and data.targets else cfg.task
+
+
 def _split(data: SeriesSet, cfg: TimeSeriesDataConfig) -> tuple[SeriesSet, SeriesSet]:
     """A seeded split holding out `test_fraction`, stratified when labelled and possible."""
     index = np.arange(len(data.series))
     labels = data.labels
-    stratify = labels if labels is not None and min(np.unique(labels, return_counts=True)[1]) > 1 else None
+    classes = labels is not None and decide_task(labels, _task(data, cfg), data.source,
+                                                 announce=False) == "classification"
+    stratify = labels if classes and min(np.unique(labels, return_counts=True)[1]) > 1 else None
     train, test = train_test_split(index, test_size=cfg.test_fraction, random_state=cfg.split_seed,
                                    stratify=stratify)
     return _subset(data, np.sort(train)), _subset(data, np.sort(test))
@@ -102,9 +110,11 @@ def _class_names(train: SeriesSet, test: SeriesSet) -> list[str]:
     return names
 
 
-def _meta(train: SeriesSet, arrays: SeriesArrays, class_names: list[str], scaler: Scaler) -> dict:
+def _meta(train: SeriesSet, arrays: SeriesArrays, class_names: list[str] | None,
+          scaler: Scaler) -> dict:
     n, c, t = arrays.values.shape
-    return {"class_names": class_names, "num_classes": len(class_names), "channels": c,
+    return {"class_names": class_names or [], "num_classes": len(class_names or []),
+            "task": "regression" if class_names is None else "classification", "channels": c,
             "length": t, "channel_names": list(train.channel_names),
             "action_names": list(train.action_names), "num_actions": len(train.action_names),
             "scaler": {"mode": scaler.mode,
@@ -119,7 +129,12 @@ def load_data(cfg: TimeSeriesDataConfig, root: Path | None) -> tuple[SeriesArray
     if cfg.window is not None:
         train, test = (windows(s, cfg.window, cfg.window_stride) for s in (train, test))
     check_channels([train, test])
-    class_names = _class_names(train, test)
+    regression = train.labels is not None and decide_task(
+        train.labels, _task(train, cfg), f"{train.source}: labels") == "regression"
+    if cfg.task == "regression" and train.labels is None:
+        raise DataError(f"{train.source}: data.task=regression, but the series carry no targets "
+                        "(a .ts file with @targetLabel true, or data.label_column)")
+    class_names = None if regression else _class_names(train, test)
     length = cfg.length or max(s.shape[1] for s in train.series)
     (train, short_train), (test, short_test) = (stretch_short(s, length, cfg.length_policy)
                                                 for s in (train, test))
@@ -151,8 +166,10 @@ def load_file(cfg: TimeSeriesDataConfig, path: str, root: Path | None, meta: dic
         raise DataError(f"{path}: {', '.join(map(str, sorted(channels)))} channels, the run was "
                         f"trained on {meta['channels']}")
     data, _ = stretch_short(data, meta["length"], cfg.length_policy)
-    names = list(meta["class_names"])
-    names += sorted(set(data.labels or []) - set(names))
+    names: list[str] | None = None
+    if meta.get("task") != "regression":
+        names = list(meta["class_names"])
+        names += sorted(set(data.labels or []) - set(names))
     arrays, _ = to_arrays(data, names, meta["length"], cfg.length_policy, scaler, scaler.mode)
     return arrays
 

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from polyjepa.errors import ConfigError, DataError
 from polyjepa.modalities.timeseries.readers import SeriesSet
+from polyjepa.targets import as_targets, is_regression
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +144,16 @@ class SeriesArrays(Dataset):
         values: `[N, C, T]` float32, scaled, zero beyond each series' length.
         lengths: `[N]` valid steps per series.
         actions: `[N, A, T]` float32 or None.
-        labels: `[N]` long class indices, -1 where unlabelled.
+        labels: `[N]` long class indices, -1 where unlabelled; or float regression targets,
+            NaN where unlabelled.
     """
 
     def __init__(self, values: np.ndarray, lengths: np.ndarray, labels: np.ndarray,
                  actions: np.ndarray | None = None) -> None:
         self.values = torch.from_numpy(values)
         self.lengths = torch.from_numpy(lengths)
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.labels = torch.as_tensor(labels, dtype=torch.float32 if is_regression(labels)
+                                      else torch.long)
         self.actions = None if actions is None else torch.from_numpy(actions)
 
     def __len__(self) -> int:
@@ -197,9 +200,10 @@ def windows(data: SeriesSet, window: int, stride: int | None) -> SeriesSet:
                    labels=labels if data.labels is not None else None)
 
 
-def to_arrays(data: SeriesSet, class_names: list[str], length: int, policy: str,
+def to_arrays(data: SeriesSet, class_names: list[str] | None, length: int, policy: str,
               scaler: Scaler | None, mode: str) -> tuple[SeriesArrays, Scaler]:
-    """Fill, align and scale one set; fits the scaler (`mode`) when none is given (training)."""
+    """Fill, align and scale one set; fits the scaler (`mode`) when none is given (training).
+    Labels become indices into `class_names`, or regression targets when it is None."""
     series = [fill_missing(s, name) for s, name in zip(data.series, data.names, strict=True)]
     values, lengths = align(series, length, policy)
     actions = None
@@ -208,7 +212,10 @@ def to_arrays(data: SeriesSet, class_names: list[str], length: int, policy: str,
                                                                           strict=True)]
         actions, _ = align(filled, length, policy)
     scaler = scaler or Scaler.fit(mode, values, lengths)
-    index = {name: k for k, name in enumerate(class_names)}
-    labels = (np.full(len(series), -1) if data.labels is None
-              else np.array([index.get(label, -1) for label in data.labels]))
+    if class_names is None:
+        labels = as_targets(data.labels or [None] * len(series), f"{data.source}: labels")
+    else:
+        index = {name: k for k, name in enumerate(class_names)}
+        labels = (np.full(len(series), -1) if data.labels is None
+                  else np.array([index.get(label, -1) for label in data.labels]))
     return SeriesArrays(scaler(values, lengths), lengths, labels, actions), scaler

@@ -49,6 +49,7 @@ class SeriesSet:
     names: list[str]  # per series, where it came from, for messages: "x.ts line 12", "d.csv id=7"
     class_names: list[str] | None  # the declared class order (.ts `@classLabel true ...`)
     source: str  # the path, for messages
+    targets: bool = False  # the source declares its labels regression targets (`@targetLabel`)
 
 
 def concat_sets(sets: list[SeriesSet]) -> SeriesSet:
@@ -156,12 +157,13 @@ def read_ts(path: Path) -> SeriesSet:
     if not cases:
         raise DataError(f"{path}: no cases after the @data line")
     channels = _check_ts_cases(cases, _ts_dimensions(header, path), classes, path)
-    # with declared classes every case has a label, one of them (checked just above)
-    labels = cast(list[str], [c.label for c in cases]) if classes else None
-    return SeriesSet(  # regression targets (@targetLabel) are read past, not taken for classes
+    # every case has a label (checked just above): one of the declared classes, or a target
+    labels = cast(list[str], [c.label for c in cases]) if labelled else None
+    return SeriesSet(  # @targetLabel: regression targets (`polyjepa.targets`, data.task)
         series=_ts_values(cases, path), labels=labels,
         actions=None, channel_names=[str(c) for c in range(channels)], action_names=[],
-        names=[f"{path.name} line {c.line}" for c in cases], class_names=classes, source=str(path))
+        names=[f"{path.name} line {c.line}" for c in cases], class_names=classes, source=str(path),
+        targets=labelled and classes is None)
 
 
 def _ts_header(lines: list[str], path: Path) -> tuple[dict[str, tuple[int, list[str]]], int]:

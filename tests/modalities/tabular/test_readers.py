@@ -232,6 +232,7 @@ def test_raw_features_and_items(tmp_path: Path) -> None:
         "cardinalities": [4],
         "num_classes": 2,
         "class_names": ["no", "yes"],
+        "task": "classification",
     }
 
 

@@ -73,8 +73,9 @@ def test_ts_unlabelled_and_regression_target(tmp_path):
     assert unlabelled.labels is None and unlabelled.class_names is None
     assert_series(unlabelled.series, [[[1, 2], [3, 4]]])
     target = read_ts(write(tmp_path, "r.ts", "@targetLabel true\n@data\n1,2:0.25\n3,4:-1\n"))
-    # a regression target is read past (the value after the last `:`), not taken for a class
-    assert target.labels is None and target.class_names is None
+    # a regression target (the value after the last `:`) is kept, marked as a target
+    assert target.labels == ["0.25", "-1"] and target.class_names is None and target.targets
+    assert not unlabelled.targets
     assert_series(target.series, [[[1, 2]], [[3, 4]]])
 
 

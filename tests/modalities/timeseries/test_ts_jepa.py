@@ -266,4 +266,7 @@ def test_regression_ts_files_pretrain_without_classes(tmp_path):
     for split in ("TRAIN", "TEST"):
         (tmp_path / f"r_{split}.ts").write_text(f"@targetLabel true\n@data\n{rows}\n")
     train, test, meta = load_data(TimeSeriesDataConfig(path=str(tmp_path / "r_TRAIN.ts")), None)
-    assert meta["class_names"] == [] and (train.labels == -1).all() and len(test) == 8
+    # declared targets are regression targets, however few distinct values they take
+    assert meta["class_names"] == [] and meta["task"] == "regression" and len(test) == 8
+    assert train.labels.dtype == torch.float32
+    assert train.labels.tolist() == pytest.approx([i / 10 for i in range(8)])
