@@ -40,6 +40,10 @@ Features = dict[str, list[tuple[np.ndarray, np.ndarray]]]
 has several; pretrained and raw features one)."""
 
 
+ALPHAS = np.logspace(-2, 4, 7)
+"""Ridge regression's penalties, chosen by cross-validation on the training rows."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """A labelled budget: `kind` "shots" (`value` labels per class) or "fraction" (`value` of
@@ -117,8 +121,7 @@ def example_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         return (model.fit(x_train, y_train).predict(x_test) == y_test).astype(np.float64)
     y_train = np.asarray(y_train, dtype=np.float64).reshape(len(y_train), -1)
     y_test = np.asarray(y_test, dtype=np.float64).reshape(len(y_test), -1)
-    alphas = np.logspace(-2, 4, 7)
-    ridge = RidgeCV(alphas=alphas) if len(y_train) >= 3 else Ridge(alpha=1.0)
+    ridge = RidgeCV(alphas=ALPHAS) if len(y_train) >= 3 else Ridge(alpha=1.0)
     model = make_pipeline(StandardScaler(), ridge)
     error = (model.fit(x_train, y_train).predict(x_test).reshape(y_test.shape) - y_test) ** 2
     variance = np.maximum(y_test.var(axis=0), 1e-12)

@@ -15,13 +15,12 @@ from torch.utils.data import DataLoader
 
 from polyjepa.data import eval_collate
 from polyjepa.encoders import Backbone
-from polyjepa.label_efficiency import Budget, draw_subset, example_scores
+from polyjepa.label_efficiency import ALPHAS, Budget, draw_subset, example_scores
 from polyjepa.targets import is_regression
 
 FEW_FRACTION = 0.1
 """The online probe's few-label budget for a regression target: this share of the training
 targets (classes use `train.probe_shots` per class)."""
-ALPHAS = np.logspace(-2, 4, 7)  # ridge regression's penalties, chosen by cross-validation
 
 
 @torch.no_grad()
