@@ -22,14 +22,17 @@ _EXPORTS = {
     "list_components": "polyjepa.registry", "list_modalities": "polyjepa.registry",
     "load_encoder": "polyjepa.hub", "pool": "polyjepa.pooling",
     "embed": "polyjepa.embedding", "Embeddings": "polyjepa.embedding",
+    "batches": "polyjepa.embedding", "EncoderRun": "polyjepa.embedding",
+    "Featurizer": "polyjepa.featurizer",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from polyjepa.embedding import Embeddings, embed  # noqa: F401
+    from polyjepa.embedding import Embeddings, EncoderRun, batches, embed  # noqa: F401
     from polyjepa.encoders import Backbone, TransformerEncoder  # noqa: F401
     from polyjepa.errors import CheckpointError, ConfigError, DataError, PolyjepaError, RegistryError  # noqa: F401
+    from polyjepa.featurizer import Featurizer  # noqa: F401
     from polyjepa.hub import load_encoder  # noqa: F401
     from polyjepa.objectives import BYOL, JEPA  # noqa: F401
     from polyjepa.pooling import pool  # noqa: F401

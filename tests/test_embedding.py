@@ -50,7 +50,7 @@ def test_embed_a_table_from_a_file_and_from_a_dataframe(table_run, tmp_path):
     with torch.no_grad():
         by_hand = encoder.embed(x, recipe.cfg.eval.pooling).numpy()
     np.testing.assert_allclose(from_file.x, by_hand, atol=1e-5)
-    with pytest.raises(PolyjepaError, match="path, a pandas DataFrame or a numpy array"):
+    with pytest.raises(PolyjepaError, match="a list of paths, a pandas DataFrame or a numpy array, got list"):
         polyjepa.embed(table_run, [1, 2, 3], device="cpu")
 
 
