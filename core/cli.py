@@ -1,4 +1,5 @@
-"""`polyjepa` command line: list, recipes, pretrain, eval, finetune, embed, import."""
+"""`polyjepa` command line: list, recipes, pretrain, eval, report, finetune, import, embed,
+export, push."""
 
 from __future__ import annotations
 
@@ -175,6 +176,22 @@ def _cmd_embed(args: argparse.Namespace) -> None:
           + (f"; ids and labels to {files[1]}" if len(files) > 1 else " (with ids and labels)"))
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from polyjepa.export import export_run
+
+    out = export_run(args.run_dir, args.format, args.out, args.overrides)
+    print(f"exported {args.run_dir} as {args.format} to {out}; load it with "
+          f"polyjepa.load_encoder({str(out)!r})" if args.format == "hf" else
+          f"exported {args.run_dir} as ONNX to {out} (encoder.onnx, onnx.json)")
+
+
+def _cmd_push(args: argparse.Namespace) -> None:
+    from polyjepa.export import push
+
+    url = push(args.run_dir, args.repo_id, private=args.private)
+    print(f"pushed {args.run_dir} to {url}; load it with polyjepa.load_encoder({args.repo_id!r})")
+
+
 def _keys_epilog(section: str) -> str:
     """`section.key=default` for every key of a recipe section, for a command's --help."""
     import dataclasses
@@ -279,6 +296,20 @@ def parser() -> argparse.ArgumentParser:
     em.add_argument("--pooling", help="override eval.pooling")
     em.add_argument("--device", default="auto")
     em.set_defaults(fn=_cmd_embed)
+    ex = sub.add_parser("export", help="write a run's encoder as a Hugging Face Hub folder "
+                                       "(safetensors, config, model card) or as ONNX")
+    ex.add_argument("run_dir")
+    ex.add_argument("overrides", nargs="*",
+                    help="onnx: data.* overrides naming the data to trace on (default: the run's)")
+    ex.add_argument("--format", choices=["hf", "onnx"], default="hf")
+    ex.add_argument("--out", required=True, help="folder to create (empty or new)")
+    ex.set_defaults(fn=_cmd_export)
+    pu = sub.add_parser("push", help="upload a run's encoder to the Hugging Face Hub (the export "
+                                     "--format hf folder; needs a network and a token)")
+    pu.add_argument("run_dir")
+    pu.add_argument("repo_id", help="org/name on the Hub (created when absent)")
+    pu.add_argument("--private", action="store_true")
+    pu.set_defaults(fn=_cmd_push)
     return p
 
 

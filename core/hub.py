@@ -31,7 +31,12 @@ def export_encoder(backbone: nn.Module, config: dict, meta: dict, run_dir: Path,
 
 
 def read_export(path: str | Path) -> tuple[dict, Path]:
-    """The contents of an exported encoder (a run directory or its `encoder.pt`) and its file."""
+    """The contents of an exported encoder (a run directory or its `encoder.pt`, a folder that
+    `polyjepa export --format hf` wrote, or a Hub repository `org/name`) and its file."""
+    from polyjepa.export import is_hf_folder, looks_like_repo, read_hf
+
+    if is_hf_folder(Path(path)) or looks_like_repo(str(path)):
+        return read_hf(path)
     path = Path(path)
     file = path / ENCODER_FILE if path.is_dir() else path
     if path.is_dir() and not file.exists():
@@ -43,7 +48,8 @@ def read_export(path: str | Path) -> tuple[dict, Path]:
 
 
 def load_encoder(path: str | Path, device: str = "cpu", source: str | None = None) -> Backbone:
-    """Load an encoder in eval mode: a polyjepa export (a run directory or its `encoder.pt`), or
+    """Load an encoder in eval mode: a polyjepa export (a run directory or its `encoder.pt`, a
+    folder `polyjepa export --format hf` wrote, a Hub repository `org/name`), or
     another framework's checkpoint that an installed plugin imports (e.g. the official BYOL-A
     `AudioNTT2020-BYOLA-64x96d512.pth`; detected, or named with `source="byol_a_official"`).
 
@@ -83,6 +89,10 @@ def load_objective(run_dir: str | Path, device: str = "cpu") -> nn.Module:
 def read_any(path: str | Path, source: str | None = None) -> tuple[dict, Path]:
     """An export blob `{"config", "meta", "state_dict"}` from a polyjepa export, or converted
     from a foreign checkpoint by the importer `source` (None: whichever recognises the file)."""
+    from polyjepa.export import looks_like_repo
+
+    if source is None and looks_like_repo(str(path)):
+        return read_export(path)
     path = Path(path)
     if source is None and (path.is_dir() or path.name == ENCODER_FILE):
         return read_export(path)

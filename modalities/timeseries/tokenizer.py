@@ -147,7 +147,10 @@ class PatchTokenizer(nn.Module):
             h = self.value(patches.transpose(1, 2).reshape(b, n, c * p))  # [B, N, D]
         starts = torch.arange(n, device=length.device) * self.stride
         pad = (starts[None] >= length[:, None]).repeat_interleave(self.per_step, dim=1)
-        return Tokens(x=h, pos=self.pos[: n * self.per_step], pad_mask=pad if bool(pad.any()) else None)
+        # no mask when nothing is padded (the fast attention path); a graph being exported keeps
+        # it, since whether a batch is padded is a property of its data, not of its shapes
+        keep = torch.compiler.is_exporting() or bool(pad.any())
+        return Tokens(x=h, pos=self.pos[: n * self.per_step], pad_mask=pad if keep else None)
 
     def step_actions(self, x: dict[str, Tensor]) -> Tensor | None:
         """The actions that lead into each patch `[B, N, A * P]`, or None without actions.
