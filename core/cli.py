@@ -142,6 +142,10 @@ def _write_report(runs: list, quiet: bool = False) -> None:
         return
     if not quiet:
         print(f"report: {path}")
+    if len(runs) == 1:  # the run's tracker runs (train.loggers) get the page as an artefact
+        from polyjepa.trackers import attach_report
+
+        attach_report(Path(runs[0]), Path(path))
 
 
 def _cmd_report(args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ import yaml
 
 from polyjepa.errors import ConfigError
 from polyjepa.targets import TASKS
+from polyjepa.trackers import check_loggers
 
 POOLINGS = ("mean", "flatten", "prefix", "mean_max", "mean_plus_max", "last")
 """`eval.pooling` modes (`polyjepa.pooling.pool` implements them)."""
@@ -130,6 +131,9 @@ class TrainConfig:
     sync_batchnorm: bool = True  # under DDP, BatchNorm statistics over the global batch (BYOL)
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = False  # also log to TensorBoard (needs the `tensorboard` extra)
+    # Experiment trackers beside metrics.jsonl: any of tensorboard, wandb, mlflow (each an extra;
+    # `polyjepa.trackers`): the resolved recipe as parameters, every metric row, the report.
+    loggers: list[str] = field(default_factory=list)
     # Online probe: every this many steps (None: off) fit a kNN and a closed-form ridge classifier
     # on the frozen online encoder's embeddings of (at most `probe_samples`) training samples,
     # score them on the validation split (`data.val_fraction`), log `probe/knn`, `probe/linear`,
@@ -588,6 +592,7 @@ def check_values(cfg: RecipeConfig, source: str) -> None:
                           f"steps), got {cfg.train.max_epochs}")
     if cfg.train.num_workers < 0:
         raise ConfigError(f"{source}: train.num_workers must be >= 0")
+    check_loggers(cfg.train.loggers, source)
     for key, options in CHOICES.items():
         value = cfg
         for part in key.split("."):

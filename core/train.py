@@ -54,6 +54,7 @@ from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
 from polyjepa.selection import Selector, candidate_every, selection_rule
 from polyjepa.targets import known_rows
+from polyjepa.trackers import Tracker, open_trackers, tracker_ids
 from polyjepa.types import Batch
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ class Trainer:
         run = assemble(recipe, self.dist.world_size)
         train_set, self.meta = run.splits.train, run.splits.meta
         self.budget = run.budget
+        self.trackers: list[Tracker] = []  # train.loggers, open while fit() runs
         # the online probe's fixed samples: training and validation splits only, never the test
         self.probe_sets = None
         if cfg.train.probe_every is not None:
@@ -525,7 +527,9 @@ class Trainer:
             return True  # a finished run, restarted: nothing to do
         probe_every = None if cfg.probe_every is None else candidate_every(
             cfg.probe_every, total, cfg.select)
-        writer = _tensorboard(self.run_dir) if cfg.tensorboard and main else None
+        names = [*cfg.loggers, *(["tensorboard"] if cfg.tensorboard else [])]
+        writer = open_trackers(names, self.run_dir, C.to_dict(self.cfg)) if main else []
+        self.trackers = writer
         metrics = (self.run_dir / "metrics.jsonl").open("a") if main else None
         handlers = {sig: signal.signal(sig, self._request_stop)
                     for sig in (signal.SIGTERM, signal.SIGINT)
@@ -574,8 +578,8 @@ class Trainer:
                 signal.signal(sig, handler)
             if metrics is not None:
                 metrics.close()
-            if writer is not None:
-                writer.close()
+            for tracker in writer:
+                tracker.close()
         if self.skipped_samples and main:
             log.warning("%d training samples failed to load and were skipped "
                         "(data.on_error=skip)", self.skipped_samples)
@@ -603,14 +607,13 @@ class Trainer:
         write_atomic(self.run_dir / ENCODER_FILE, selected.read_bytes())
 
 
-def _write_row(row: dict[str, float], metrics: Any, writer: Any) -> None:
-    """One row of `metrics.jsonl` (and TensorBoard scalars, when on), on the main process."""
+def _write_row(row: dict[str, float], metrics: Any, trackers: list[Tracker]) -> None:
+    """One row of `metrics.jsonl` (and of each tracker, `train.loggers`), on the main process."""
     if metrics is not None:
         metrics.write(json.dumps(row) + "\n")
         metrics.flush()
-    if writer is not None:
-        for k, v in row.items():
-            writer.add_scalar(k, v, int(row["step"]))
+    for tracker in trackers:
+        tracker.log({k: v for k, v in row.items() if k != "step"}, int(row["step"]))
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -618,16 +621,6 @@ def _ignore_stop_signals(worker_id: int) -> None:
     shuts them down; a worker killed by a job-wide signal would otherwise abort the stop."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("train.tensorboard=true but tensorboard is not installed "
-                    "(pip install 'polyjepa[tensorboard]'); logging to metrics.jsonl only")
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -646,7 +639,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 RUN_SETTINGS = {"train.auto_resume", "train.num_workers", "train.progress", "train.device",
-                "train.tensorboard", "train.reuse_memory"}
+                "train.tensorboard", "train.loggers", "train.reuse_memory"}
 """Keys that say how to run, not what to train: they may change when a run is resumed."""
 
 
@@ -765,6 +758,8 @@ def pretrain(recipe: str | Path, overrides: list[str], out_dir: str | Path,
             info["wall_s"] = info.get("wall_s", 0.0) + time.time() - started
             if trainer.selector is not None:
                 info["selection"] = trainer.selector.summary()
+            if trainer.trackers:
+                info["trackers"] = tracker_ids(trainer.trackers)
             _write_run_info(run_dir, info)
         if lock is not None:
             lock.close()
@@ -788,7 +783,7 @@ def source_commit() -> str | None:
 
 def run_info(trainer: Trainer, recipe: str, overrides: list[str], run_dir: Path) -> dict:
     """`run.json`: what ran where, for reports (`polyjepa report`); a resumed run keeps its
-    accumulated wall time."""
+    accumulated wall time and its tracker runs."""
     from polyjepa import __version__
 
     old = run_dir / "run.json"
@@ -803,7 +798,8 @@ def run_info(trainer: Trainer, recipe: str, overrides: list[str], run_dir: Path)
             "steps": trainer.budget.steps, "epochs": trainer.budget.epochs,
             "budget": trainer.budget.rule,
             "command": ["polyjepa", "pretrain", recipe, *overrides, "--out", str(run_dir)],
-            "wall_s": float(previous.get("wall_s", 0.0))}
+            "wall_s": float(previous.get("wall_s", 0.0)),
+            **({"trackers": previous["trackers"]} if "trackers" in previous else {})}
 
 
 def _write_run_info(run_dir: Path, info: dict) -> None:
