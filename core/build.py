@@ -159,7 +159,8 @@ def call_factory(spec: dict, kind: str, field: str, recipe: Recipe, context: dic
         if key not in params and not accepts_any:
             options = ", ".join(p for p in params if p not in context) or "none"
             raise ConfigError(
-                f"{recipe.source}: unknown key '{field}.{key}' for {kind} '{name}'; "
+                f"{recipe.source}: unknown key '{field}.{key}' for {kind} '{name}'"
+                f"{C.did_you_mean(key, [p for p in params if p not in context], field + '.')}; "
                 f"its options: {options}"
             )
         if key in hints and C.is_plain_type(hints[key]):

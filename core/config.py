@@ -12,11 +12,12 @@ file (or "command line" for overrides).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.resources
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +314,12 @@ def is_plain_type(tp: Any) -> bool:
     return False
 
 
+def did_you_mean(key: str, options: Iterable[str], prefix: str = "") -> str:
+    """` (did you mean 'train.max_steps'?)` for the closest option, or "" when none is close."""
+    close = difflib.get_close_matches(str(key), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
 def from_dict(cls: type, raw: dict, source: str, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from ``raw``; unknown keys and wrong types raise ConfigError."""
     hints = typing.get_type_hints(cls)
@@ -320,8 +327,8 @@ def from_dict(cls: type, raw: dict, source: str, prefix: str = "") -> Any:
     unknown = [k for k in raw if k not in known]
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key '{prefix}{unknown[0]}'; "
-            f"valid keys here: {', '.join(sorted(known))}"
+            f"{source}: unknown key '{prefix}{unknown[0]}'{did_you_mean(unknown[0], known, prefix)}"
+            f"; valid keys here: {', '.join(sorted(known))}"
         )
     values = {}
     for name, f in known.items():

@@ -59,7 +59,7 @@ def test_unknown_top_level_key_names_key_and_file(tiny_recipe):
 def test_unknown_nested_key_from_the_command_line(tiny_recipe):
     path = tiny_recipe()
     msg = error_of(path, ["train.max_stepz=5"])
-    assert "unknown key 'train.max_stepz'" in msg
+    assert "unknown key 'train.max_stepz' (did you mean 'train.max_steps'?)" in msg
     assert str(path) in msg and "command-line" in msg
     assert "max_steps" in msg.split("valid keys here:")[1]
 
@@ -67,7 +67,7 @@ def test_unknown_nested_key_from_the_command_line(tiny_recipe):
 def test_unknown_nested_key_in_the_file_names_the_file_only(tiny_recipe):
     path = tiny_recipe({"ema": {"strat": 0.99}})
     msg = error_of(path)
-    assert "unknown key 'ema.strat'" in msg and str(path) in msg
+    assert "unknown key 'ema.strat' (did you mean 'ema.start'?)" in msg and str(path) in msg
     assert "command-line" not in msg
 
 
@@ -127,7 +127,8 @@ def test_unknown_component_option_lists_accepted_options(tiny_recipe, tmp_path):
     with pytest.raises(ConfigError) as info:
         pretrain(path, ["model.encoder.dept=2"], out)
     msg = str(info.value)
-    assert "unknown key 'model.encoder.dept' for encoder 'transformer'" in msg
+    assert ("unknown key 'model.encoder.dept' for encoder 'transformer' (did you mean "
+            "'model.encoder.depth'?)") in msg
     options = msg.split("its options:")[1]
     for name in ("depth", "num_heads", "mlp_ratio", "reg_tokens"):
         assert name in options
