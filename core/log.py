@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import typing
+import warnings
 
 NAME = "polyjepa"
 RUN = f"{NAME}.run"
@@ -36,15 +37,44 @@ def quiet_other_ranks(rank: int) -> None:
 
 
 def show_on_stderr() -> None:
-    """Print polyjepa's messages on stderr as `polyjepa: <message>` (once; the command line),
-    with the run's account (`RUN`)."""
+    """Print polyjepa's messages on stderr as `polyjepa: <message>` (the command line), with the
+    run's account (`RUN`); each warning (logged or `warnings.warn`) once, on one line."""
     run_log().setLevel(logging.INFO)
+    _SHOWN.clear()  # a new command (tests call the command line many times in one process)
     logger = logging.getLogger(NAME)
     if not any(getattr(h, "polyjepa_cli", False) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("polyjepa: %(message)s"))
+        handler.addFilter(_Once())
         handler.polyjepa_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
+    warnings.showwarning = _one_line
+
+
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              file: typing.TextIO | None = None, line: str | None = None) -> None:
+    """`warnings.warn` on the command line: `polyjepa: <message>`, one line, no source line."""
+    text = f"polyjepa: {message}"
+    if text not in _SHOWN:
+        _SHOWN.add(text)
+        print(text, file=file or sys.stderr)
+
+
+_SHOWN: set[str] = set()  # warnings already printed by this process
+
+
+class _Once(logging.Filter):
+    """Each warning once per process: the same message again (a split read twice, by
+    evaluation and by its report) is dropped; the run's account (INFO) is not filtered."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text in _SHOWN:
+            return False
+        _SHOWN.add(text)
+        return True
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -33,3 +33,23 @@ def test_only_rank_zero_shows_warnings():
         assert child.isEnabledFor(logging.WARNING)
     finally:
         logger.setLevel(level)
+
+
+REPEATS = ("import logging, warnings; from polyjepa.log import show_on_stderr; show_on_stderr(); "
+           "log = logging.getLogger('polyjepa.targets')\n"
+           "for _ in range(3):\n"
+           "    log.warning('x.csv: read as a regression target')\n"
+           "    warnings.warn('train.batch_size=256 is larger than the 14 training samples')\n"
+           "log.warning('another message')\n")
+
+
+def test_each_warning_is_one_line_once_per_command():
+    """A warning logged again (a split read twice, by evaluation and by its report) or raised
+    again by `warnings.warn` prints once, on one line, with no source line."""
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", REPEATS], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "polyjepa: x.csv: read as a regression target",
+        "polyjepa: train.batch_size=256 is larger than the 14 training samples",
+        "polyjepa: another message"]
