@@ -206,7 +206,7 @@ def _keys_epilog(section: str) -> str:
     defaults = cls()
     keys = [f"{section}.{f.name}={C.to_dict(getattr(defaults, f.name))}"
             for f in dataclasses.fields(cls)]
-    return (f"{section}.* keys and their defaults (README, Evaluation; `polyjepa recipes NAME` "
+    return (f"{section}.* keys and their defaults (docs/evaluation.md; `polyjepa recipes NAME` "
             "shows a recipe's values):\n  " + "\n  ".join(keys))
 
 
