@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -176,3 +177,23 @@ def logged(caplog: pytest.LogCaptureFixture, pattern: str):
         messages.extend(r.getMessage() for r in caplog.records[start:])
     assert any(re.search(pattern, m) for m in messages), \
         f"no polyjepa log message matches {pattern!r}: {messages}"
+
+
+def wav_run(root: Path, per_class: int = 4, steps: int = 1) -> Path:
+    """A BYOL-A demo run of `steps` steps on class folders `root/data/{low,high}/K.wav` of
+    `per_class` quarter-second noise clips each; returns the run directory `root/run`."""
+    import soundfile as sf
+
+    from polyjepa.train import pretrain
+
+    rng = np.random.default_rng(0)
+    for name in ("low", "high"):
+        (root / "data" / name).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            sf.write(root / "data" / name / f"{k}.wav",
+                     rng.uniform(-0.3, 0.3, 4000).astype(np.float32), 16000)
+    raw = {"base": "byol_a_demo", "data": {"path": str(root / "data"), "label_regex": None,
+                                           "test_groups": None, "probe_groups": [],
+                                           "clip_seconds": 0.25},
+           "train": {"max_steps": steps, "batch_size": 4, "progress": False, "device": "cpu"}}
+    return pretrain(write_recipe(raw, root), [], root / "run")

@@ -7,9 +7,8 @@ import csv
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from _helpers import single_thread, tiny_recipe, write_recipe  # noqa: F401
+from _helpers import single_thread, tiny_recipe, wav_run, write_recipe  # noqa: F401
 from _pools import CASES
 
 import polyjepa
@@ -74,17 +73,7 @@ def test_save_npz_and_npy_with_its_sidecar(tmp_path):
 
 
 def test_a_folder_of_wavs_gives_file_paths_as_ids(tmp_path):
-    rng = np.random.default_rng(0)
-    for name in ("low", "high"):
-        for k in range(6):
-            (tmp_path / "data" / name).mkdir(parents=True, exist_ok=True)
-            sf.write(tmp_path / "data" / name / f"{k}.wav",
-                     rng.uniform(-0.3, 0.3, 4000).astype(np.float32), 16000)
-    raw = {"base": "byol_a_demo", "data": {"path": str(tmp_path / "data"), "label_regex": None,
-                                           "test_groups": None, "probe_groups": [],
-                                           "clip_seconds": 0.25},
-           "train": {"max_steps": 2, "batch_size": 4, "progress": False, "device": "cpu"}}
-    run = pretrain(write_recipe(raw, tmp_path), [], tmp_path / "run")
+    run = wav_run(tmp_path, per_class=6, steps=2)
     out = polyjepa.embed(run, tmp_path / "data", device="cpu")
     assert len(out.ids) == 12 and all(i.endswith(".wav") for i in out.ids)
     for i, label in zip(out.ids, out.label_names(), strict=True):

@@ -10,9 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
 import torch
-from _helpers import single_thread, tiny_recipe, write_recipe  # noqa: F401  (autouse fixture)
+from _helpers import (  # noqa: F401  (single_thread: autouse fixture)
+    single_thread,
+    tiny_recipe,
+    wav_run,
+    write_recipe,
+)
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
@@ -104,17 +108,7 @@ def test_batches_are_what_the_encoder_takes(rows_run):
 
 
 def test_a_list_of_files_is_embedded_in_order_with_their_paths(tmp_path):
-    rng = np.random.default_rng(0)
-    for name in ("low", "high"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        for k in range(4):
-            sf.write(tmp_path / "data" / name / f"{k}.wav",
-                     rng.uniform(-0.3, 0.3, 4000).astype(np.float32), 16000)
-    raw = {"base": "byol_a_demo", "data": {"path": str(tmp_path / "data"), "label_regex": None,
-                                           "test_groups": None, "probe_groups": [],
-                                           "clip_seconds": 0.25},
-           "train": {"max_steps": 1, "batch_size": 4, "progress": False, "device": "cpu"}}
-    run = pretrain(write_recipe(raw, tmp_path), [], tmp_path / "run")
+    run = wav_run(tmp_path)
     files = [str(tmp_path / "data" / "high" / "2.wav"), str(tmp_path / "data" / "low" / "0.wav")]
     out = polyjepa.embed(run, files, device="cpu")
     assert out.ids == files and out.x.shape[0] == 2
