@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -557,16 +558,37 @@ def summarize_efficiency(scores: dict[str, tuple[list[LE.BudgetScores], str]], d
     labels' budgets (`label`) at the top, each extra target's under `targets`; each budget
     compares pretrained with random init and with each of `baselines` (`LE.summarize`)."""
     def section(rows: list[LE.BudgetScores], metric: str) -> dict:
-        return {"metric": metric, "budgets": [LE.summarize(r, versus=baselines) for r in rows]}
+        return {"metric": metric, "budgets": [within_range(LE.summarize(r, versus=baselines),
+                                                           metric) for r in rows]}
 
     rows, metric = scores["label"]
     out = {"probe": "logistic regression (ridge regression for real-valued targets)",
            "confidence": LE.CONFIDENCE, "draws": draws, "init_seeds": init_seeds,
+           "intervals": "clipped to the metric's range: accuracy in [0, 1] (differences in "
+                        "[-1, 1]), R² at most 1",
            **section(rows, metric)}
     extra = {k: section(*v) for k, v in scores.items() if k != "label"}
     if extra:
         out["targets"] = extra
     return out
+
+
+def within_range(row: dict, metric: str) -> dict:
+    """A budget's summary with every interval clipped to what `metric` can take (a t-interval
+    over few draws near 1.0 would otherwise reach past it): accuracy means in [0, 1] and their
+    differences in [-1, 1]; R² at most 1 (differences of R² unbounded). Verdicts are unchanged:
+    clipping never moves an interval across 0."""
+    low, high = (0.0, 1.0) if metric == "accuracy" else (-math.inf, 1.0)
+    for value in row.values():
+        if isinstance(value, dict) and {"mean", "low", "high"} <= value.keys():
+            value["low"], value["high"] = max(value["low"], low), min(value["high"], high)
+    differences = [row.get("difference"), *(v.get("difference") for v in
+                                            row.get("versus", {}).values())]
+    if metric == "accuracy":
+        for d in differences:
+            if d is not None:
+                d["low"], d["high"] = max(d["low"], -1.0), min(d["high"], 1.0)
+    return row
 
 
 def evaluate_runs(run_dirs: list[str | Path], data_path: str | None = None, device: str = "auto",

@@ -33,7 +33,7 @@ from polyjepa import config as C
 from polyjepa.allocator import reuse_freed_memory
 from polyjepa.build import Recipe, assemble, load_recipe, recipe_from_dict
 from polyjepa.checkpoint import load_file, load_state, lock_run_dir, save_atomic
-from polyjepa.contracts import Objective, StepAware
+from polyjepa.contracts import Labelled, Objective, StepAware
 from polyjepa.data import DataSplit, SeededBatchSampler, SeededDataset, dataset_labels
 from polyjepa.distributed import (
     any_rank,
@@ -53,7 +53,7 @@ from polyjepa.precision import MIN_SPEEDUP, auto_dtype, measured_speedup
 from polyjepa.probes import embed, online_probe
 from polyjepa.schedules import cosine, warmup_cosine
 from polyjepa.selection import Selector, candidate_every, selection_rule
-from polyjepa.targets import known_rows
+from polyjepa.targets import is_regression, known_rows
 from polyjepa.trackers import Tracker, open_trackers, tracker_ids
 from polyjepa.types import Batch
 
@@ -275,6 +275,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.split_sizes = (len(train_set), 0 if run.splits.val is None else len(run.splits.val),
                             len(run.splits.test))
+        self.class_counts = _class_counts(train_set, self.meta)
         self.unlabelled_samples = run.unlabelled_samples
 
     @property
@@ -289,12 +290,16 @@ class Trainer:
         pool = (f" (+{self.unlabelled_samples} unlabelled, pretraining only)"
                 if self.unlabelled_samples else "")
         classes = int(self.meta.get("num_classes", 0) or 0)
+        counts = self.class_counts
         target = ("; a real-valued target (regression: ridge probes, R²)"
                   if self.meta.get("task") == "regression" else
-                  f"; {classes} classes" if classes else "")
+                  f"; {classes} classes" + (f" ({counts})" if counts else "") if classes else "")
         say("data: %d training samples%s, %d validation, %d test%s", self.split_sizes[0], pool,
             *self.split_sizes[1:], target)
         say("length: %s", self.budget.describe(self.pretraining_samples, self.batch_size))
+        say("device: %s, precision %s, %d process%s; writing %s", self.device,
+            precision_name(self.amp_dtype), self.dist.world_size,
+            "" if self.dist.world_size == 1 else "es", self.run_dir)
         if self.selector is not None:
             why = f" ({self.selector.fallback})" if self.selector.fallback else ""
             say("encoder.pt: the best of step 0 and the probed steps by %s%s", self.selector.by,
@@ -605,6 +610,21 @@ class Trainer:
             return
         self._export(kept_encoder_path(Path(), self.step))
         write_atomic(self.run_dir / ENCODER_FILE, selected.read_bytes())
+
+
+def _class_counts(dataset: Any, meta: dict) -> str:
+    """`training samples per class: 40 to 212` (or every class's count when there are at most
+    6), from labels a dataset knows without reading its samples; "" otherwise."""
+    names = [str(c) for c in meta.get("class_names", [])]
+    if not names or not isinstance(dataset, Labelled):
+        return ""
+    y = dataset_labels(dataset)
+    if is_regression(y):
+        return ""
+    counts = np.bincount(y[y >= 0], minlength=len(names))[:len(names)]
+    if len(names) <= 6:
+        return ", ".join(f"{n}: {c}" for n, c in zip(names, counts, strict=True))
+    return f"training samples per class: {counts.min()} to {counts.max()}"
 
 
 def _write_row(row: dict[str, float], metrics: Any, trackers: list[Tracker]) -> None:

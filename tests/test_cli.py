@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -441,3 +442,19 @@ def test_a_finished_run_asked_again_rewrites_nothing_and_refuses_other_data(tmp_
     assert str(tmp_path / "b.csv") in err and f"polyjepa eval {run} --data" in err
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing rewritten
     assert str(tmp_path / "a.csv") in (run / "config.yaml").read_text()
+
+
+def test_the_first_lines_say_data_classes_length_device_and_folder(tmp_path, capsys):
+    synthetic_frame(120, seed=1).to_csv(tmp_path / "a.csv", index=False)
+    raw = tiny_recipe(train={"max_steps": 2}, synthetic=False,
+                      data={"path": str(tmp_path / "a.csv"), "test_path": None,
+                            "target": "label"})
+    run = tmp_path / "run"
+    assert main(["pretrain", str(write_recipe(raw, tmp_path)), "--out", str(run)]) == 0
+    err = capsys.readouterr().err
+    counts = synthetic_frame(120, seed=1)["label"].value_counts()
+    line = next(x for x in err.splitlines() if x.startswith("polyjepa: data: "))
+    assert line.startswith("polyjepa: data: 96 training samples, 0 validation, 24 test; 3 classes (")
+    assert sum(int(c) for c in re.findall(r": (\d+)", line.split("classes")[1])) == 96
+    assert set(re.findall(r"(class_\d): ", line)) == set(counts.index)
+    assert f"polyjepa: device: cpu, precision fp32, 1 process; writing {run}" in err

@@ -282,3 +282,21 @@ def test_runs_pool_the_modality_baselines_too(seed_runs, monkeypatch):
     text = format_runs(out)
     assert "\nfirst3 " in text and "label efficiency pooled over 2 runs" in text
     assert "pretrained - first3" in text and "vs first3: linear_probe" in text
+
+
+def test_intervals_stay_inside_the_metric_range():
+    """A t-interval over 3 draws of accuracies near 1 reaches past 1; the summary clips it (and
+    differences to [-1, 1]) without moving any verdict; R² keeps its open lower end."""
+    from polyjepa.evaluate import within_range
+
+    scores = LE.BudgetScores(LE.Budget("shots", 5), 10, False,
+                             {"pretrained": np.array([1.0, 0.9, 1.0]),
+                              "random_init": np.array([0.1, 0.0, 0.2])}, [])
+    raw = LE.summarize(scores)
+    assert raw["pretrained"]["high"] > 1 and raw["random_init"]["low"] < 0  # unclipped
+    row = within_range(LE.summarize(scores), "accuracy")
+    assert row["pretrained"]["high"] == 1.0 and row["random_init"]["low"] == 0.0
+    assert -1 <= row["difference"]["low"] <= row["difference"]["high"] <= 1
+    assert row["verdict"] == raw["verdict"] == "helps"
+    r2 = within_range(LE.summarize(scores), "r2")
+    assert r2["pretrained"]["high"] == 1.0 and r2["random_init"]["low"] == raw["random_init"]["low"]
