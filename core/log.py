@@ -48,7 +48,16 @@ def show_on_stderr() -> None:
         handler.addFilter(_Once())
         handler.polyjepa_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-    warnings.showwarning = _one_line
+    if not _recorded():
+        warnings.showwarning = _one_line
+
+
+def _recorded() -> bool:
+    """Whether a caller records warnings (`warnings.catch_warnings(record=True)`, as pytest
+    does): it swaps the module's writer for its list's `append`, and replacing `showwarning`
+    would bypass it."""
+    writer = getattr(warnings, "_showwarnmsg_impl", None)
+    return getattr(writer, "__module__", None) != warnings.__name__
 
 
 def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -85,6 +85,8 @@ def is_regression(y: np.ndarray) -> bool:
 
 
 def known_rows(y: np.ndarray) -> np.ndarray:
-    """Indices of the labelled rows: class index >= 0, or a finite target."""
+    """Indices of the labelled rows of `y` (`[N]`, or `[N, k]` targets): class index >= 0, or
+    targets finite in every column."""
     y = np.asarray(y)
-    return np.flatnonzero(np.isfinite(y)) if is_regression(y) else np.flatnonzero(y >= 0)
+    known = np.isfinite(y) if is_regression(y) else y >= 0
+    return np.flatnonzero(known.reshape(len(y), -1).all(axis=1))

@@ -146,3 +146,11 @@ def test_online_probe_and_selection_on_targets():
     rule, why = selection_rule("val_probe", y[:5])
     assert rule == "rankme" and "5 targets" in why
     assert selection_rule("val_probe", np.full(12, np.nan, np.float32))[0] == "rankme"
+
+
+def test_known_rows_of_targets_with_several_columns():
+    from polyjepa.targets import known_rows
+
+    y = np.array([[1.0, 2.0], [np.nan, 0.5], [3.0, 4.0]], dtype=np.float32)
+    assert known_rows(y).tolist() == [0, 2]
+    assert known_rows(np.array([2, -1, 0])).tolist() == [0, 2]
