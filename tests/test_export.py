@@ -66,6 +66,7 @@ def test_every_demo_encoder_round_trips_through_the_hub_layout(demos):
         assert config["modality"] == load_recipe(name).cfg.modality
         assert "preprocessing" in config and "encoder" in config["architecture"]
     code = ("import sys, torch, polyjepa\n"
+            "torch.set_num_threads(1)  # as this process: the same reduction order\n"
             "root = sys.argv[1]\n"
             "for name in sys.argv[2:]:\n"
             "    saved = torch.load(f'{root}/{name}.pt', weights_only=False)\n"

@@ -63,10 +63,10 @@ def _task(data: SeriesSet, cfg: TimeSeriesDataConfig) -> str:
 def _split(data: SeriesSet, cfg: TimeSeriesDataConfig) -> tuple[SeriesSet, SeriesSet]:
     """A seeded split holding out `test_fraction`, stratified when labelled and possible."""
     index = np.arange(len(data.series))
-    labels = data.labels
-    classes = labels is not None and decide_task(labels, _task(data, cfg), data.source,
-                                                 announce=False) == "classification"
-    stratify = labels if classes and min(np.unique(labels, return_counts=True)[1]) > 1 else None
+    labels, stratify = data.labels, None
+    if labels is not None and decide_task(labels, _task(data, cfg), data.source,
+                                          announce=False) == "classification":
+        stratify = labels if min(np.unique(labels, return_counts=True)[1]) > 1 else None
     train, test = train_test_split(index, test_size=cfg.test_fraction, random_state=cfg.split_seed,
                                    stratify=stratify)
     return _subset(data, np.sort(train)), _subset(data, np.sort(test))
