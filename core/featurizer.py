@@ -2,7 +2,8 @@
 
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.linear_model import LogisticRegression
-    >>> model = make_pipeline(polyjepa.Featurizer("runs/rows"), LogisticRegression())
+    >>> model = make_pipeline(polyjepa.Featurizer("runs/rows"), StandardScaler(),
+    ...                       LogisticRegression())         # scale: embeddings may be tiny
     >>> cross_val_score(model, rows, labels)          # rows: a DataFrame, an array, paths
 """
 
@@ -26,7 +27,8 @@ class Featurizer(TransformerMixin, BaseEstimator):
     feature columns `[N, F]`, series `[N, C, T]`), a list of sample files — read with the run's
     preprocessing. Plain parameters, so `clone`, `Pipeline`, `GridSearchCV` and
     `cross_val_score` work; `set_output(transform="pandas")` names the columns
-    `get_feature_names_out` gives.
+    `get_feature_names_out` gives. Embeddings are not standardised (a pretrained encoder's may
+    have a spread of 0.01): put a `StandardScaler` before a linear model, as polyjepa's probes do.
 
     Args:
         run: a run directory or its `encoder.pt`.
