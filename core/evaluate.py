@@ -579,8 +579,8 @@ def within_range(row: dict, metric: str) -> dict:
     differences in [-1, 1]; R² at most 1 (differences of R² unbounded). Verdicts are unchanged:
     clipping never moves an interval across 0."""
     low, high = (0.0, 1.0) if metric == "accuracy" else (-math.inf, 1.0)
-    for value in row.values():
-        if isinstance(value, dict) and {"mean", "low", "high"} <= value.keys():
+    for key, value in row.items():  # each encoder's mean and interval
+        if key != "difference" and isinstance(value, dict) and {"mean", "low", "high"} <= value.keys():
             value["low"], value["high"] = max(value["low"], low), min(value["high"], high)
     differences = [row.get("difference"), *(v.get("difference") for v in
                                             row.get("versus", {}).values())]
