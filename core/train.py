@@ -533,8 +533,8 @@ class Trainer:
         probe_every = None if cfg.probe_every is None else candidate_every(
             cfg.probe_every, total, cfg.select)
         names = [*cfg.loggers, *(["tensorboard"] if cfg.tensorboard else [])]
-        writer = open_trackers(names, self.run_dir, C.to_dict(self.cfg)) if main else []
-        self.trackers = writer
+        trackers = open_trackers(names, self.run_dir, C.to_dict(self.cfg)) if main else []
+        self.trackers = trackers
         metrics = (self.run_dir / "metrics.jsonl").open("a") if main else None
         handlers = {sig: signal.signal(sig, self._request_stop)
                     for sig in (signal.SIGTERM, signal.SIGINT)
@@ -545,7 +545,7 @@ class Trainer:
                    desc="pretrain", unit="step", dynamic_ncols=True)
         try:
             if self.step == 0 and probe_every is not None and main:
-                self._probe_initialisation(metrics, writer)
+                self._probe_initialisation(metrics, trackers)
             t0, samples = time.perf_counter(), 0
             first = self.step
             while self.step < total:
@@ -568,7 +568,7 @@ class Trainer:
                     elapsed = time.perf_counter() - t0
                     row = {k: float(v) for k, v in row.items()}
                     row.update(step=self.step, samples_per_s=samples / max(elapsed, 1e-9))
-                    _write_row(row, metrics, writer)
+                    _write_row(row, metrics, trackers)
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
                     t0, samples = time.perf_counter(), 0
                 stop = any_rank(self.stop_requested, self.device)
@@ -583,7 +583,7 @@ class Trainer:
                 signal.signal(sig, handler)
             if metrics is not None:
                 metrics.close()
-            for tracker in writer:
+            for tracker in trackers:
                 tracker.close()
         if self.skipped_samples and main:
             log.warning("%d training samples failed to load and were skipped "
@@ -592,14 +592,14 @@ class Trainer:
             self._export_final()
         return True
 
-    def _probe_initialisation(self, metrics: Any, writer: Any) -> None:
+    def _probe_initialisation(self, metrics: Any, trackers: list[Tracker]) -> None:
         """Step 0: the online probe of the random initialisation (a candidate for `train.select`,
         whose encoder is kept as `checkpoints/encoder_step_0.pt`), logged as a row of its own."""
         row: dict[str, Any] = {}
         self._probe(row)
         if self.selector is not None:
             self._export(kept_encoder_path(Path(), 0))
-        _write_row({**{k: float(v) for k, v in row.items()}, "step": 0}, metrics, writer)
+        _write_row({**{k: float(v) for k, v in row.items()}, "step": 0}, metrics, trackers)
 
     def _export_final(self) -> None:
         """`encoder.pt`: the last step's encoder, or the selected one (`train.select`), with the

@@ -71,7 +71,7 @@ def test_every_demo_encoder_round_trips_through_the_hub_layout(demos):
     code = ("import sys, torch, polyjepa\n"
             "root = sys.argv[1]\n"
             "for name in sys.argv[2:]:\n"
-            "    saved = torch.load(f'{root}/{name}.pt', weights_only=False)\n"
+            "    saved = torch.load(f'{root}/{name}.pt', weights_only=True)\n"
             "    exported = polyjepa.load_encoder(f'{root}/{name}_hf')\n"
             "    original = polyjepa.load_encoder(f'{root}/{name}')\n"
             "    a, b = exported.state_dict(), original.state_dict()\n"
