@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from polyjepa.errors import CheckpointError, ConfigError, MissingExtraError, PolyjepaError
-from polyjepa.paths import check_output_folder, write_atomic
+from polyjepa.errors import CheckpointError, ConfigError, PolyjepaError
+from polyjepa.extras import require
+from polyjepa.paths import check_output_folder, read_json_dict, write_atomic
 
 HF_FORMAT = "polyjepa-hf/1"
 WEIGHTS = "model.safetensors"
@@ -37,16 +38,6 @@ ONNX_FILE = "encoder.onnx"
 FORMATS = ("hf", "onnx")
 ONNX_TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| on the check batch
 OUTPUT = "pooled_embedding"  # the ONNX graph's output (the inputs: input_KEY, or input)
-
-
-def _require(module: str, extra: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(f"{module} is not installed: pip install 'polyjepa[{extra}]'"
-                                ) from None
 
 
 def export_run(run: str | Path, fmt: str, out: str | Path,
@@ -81,7 +72,7 @@ def export_run(run: str | Path, fmt: str, out: str | Path,
 
 def write_hf(run: Path, out: Path, overrides: list[str]) -> None:
     """The Hub layout of a run's encoder in `out` (see the module docstring)."""
-    safetensors = _require("safetensors.torch", "hub")
+    safetensors = require("safetensors.torch", "hub", "export --format hf")
     from polyjepa import __version__
     from polyjepa.hub import read_export
 
@@ -114,7 +105,7 @@ def model_card(run: Path, file: Path, description: dict) -> str:
     from polyjepa.config import list_recipes, read_recipe
 
     run_dir = file.parent
-    info = _read_json(run_dir / "run.json")
+    info = read_json_dict(run_dir / "run.json")
     config = description["config"]
     recipe = str(info.get("recipe", "?"))
     paper = config.get("paper") or (read_recipe(list_recipes()[recipe]).get("paper")
@@ -155,13 +146,6 @@ def model_card(run: Path, file: Path, description: dict) -> str:
     return "\n".join(lines)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
-
-
 def is_hf_folder(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG).is_file() and (path / WEIGHTS).is_file()
 
@@ -184,7 +168,7 @@ def read_hf(path: str | Path) -> tuple[dict, Path]:
 
     folder = Path(path)
     if not folder.exists() and looks_like_repo(str(path)):
-        hub = _require("huggingface_hub", "hub")
+        hub = require("huggingface_hub", "hub", f"loading {path} from the Hub")
         try:
             folder = Path(hub.snapshot_download(str(path), allow_patterns=[CONFIG, WEIGHTS,
                                                                            CARD]))
@@ -193,7 +177,7 @@ def read_hf(path: str | Path) -> tuple[dict, Path]:
                                   f"be fetched ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not is_hf_folder(folder):
         raise CheckpointError(f"{path}: not an exported polyjepa folder ({CONFIG} and {WEIGHTS})")
-    safetensors = _require("safetensors.torch", "hub")
+    safetensors = require("safetensors.torch", "hub", f"reading {folder}")
     description = json.loads((folder / CONFIG).read_text())
     if description.get("format") != HF_FORMAT:
         raise CheckpointError(f"{folder / CONFIG}: not a polyjepa export (format "
@@ -210,7 +194,7 @@ def push(run: str | Path, repo_id: str, private: bool = False, token: str | None
     Raises:
         PolyjepaError: no network, no token, or the Hub refused (one line, the Hub's reason).
     """
-    hub = _require("huggingface_hub", "hub")
+    hub = require("huggingface_hub", "hub", "push")
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_run(run, "hf", Path(tmp) / "export")
         try:
@@ -251,8 +235,8 @@ def write_onnx(run: Path, out: Path, overrides: list[str]) -> None:
         PolyjepaError: the export failed (names the modality and the exporter's reason), or
             onnxruntime's embeddings differ from PyTorch's by more than `ONNX_TOLERANCE`.
     """
-    _require("onnx", "onnx")
-    runtime = _require("onnxruntime", "onnx")
+    require("onnx", "onnx", "export --format onnx")
+    runtime = require("onnxruntime", "onnx", "export --format onnx")
     from polyjepa.build import load_splits
     from polyjepa.embedding import EncoderRun
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -153,3 +154,13 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json_dict(path: Path) -> dict:
+    """The JSON object in `path`, or {} when the file is missing, unreadable, torn or holds
+    something else (run.json and eval files read for reports, exports and trackers)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from polyjepa.paths import write_atomic
+from polyjepa.paths import read_json_dict, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +79,10 @@ def read_run(path: str | Path) -> RunRecord:
                 metrics.append(json.loads(line))
             except ValueError:  # a line being written by a run still training
                 continue
-    info = _read_json(path / "run.json")
+    info = read_json_dict(path / "run.json")
     evals = {p.stem: data for p in sorted(path.glob("eval*.json"))
-             if (data := _read_json(p)) and p.stem != "eval_embeddings"}
+             if (data := read_json_dict(p)) and p.stem != "eval_embeddings"}
     return RunRecord(path, config, metrics, info, evals, (path / "encoder.pt").is_file())
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -323,7 +315,7 @@ def embedding_map(run: RunRecord, limit: int = MAP_POINTS) -> dict | None:
     if not encoder.is_file():
         return None
     if cache.is_file() and cache.stat().st_mtime >= encoder.stat().st_mtime:
-        return _read_json(cache) or None
+        return read_json_dict(cache) or None
     try:
         data = _compute_map(run.path, limit)
     except Exception as exc:  # noqa: BLE001 - the page shows the rest and says why this is empty

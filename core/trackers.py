@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from polyjepa.errors import ConfigError, MissingExtraError
+from polyjepa.errors import ConfigError
+from polyjepa.extras import require
 
 LOGGERS = ("tensorboard", "wandb", "mlflow")
 PROJECT = "polyjepa"  # the W&B project and MLflow experiment, unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME
@@ -62,11 +63,9 @@ class TensorBoard:
     run_id: str | None = None  # nothing to continue: the event files are in the run directory
 
     def __init__(self, run_dir: Path, config: dict) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise MissingExtraError("train.loggers: tensorboard is not installed: pip install "
-                                    "'polyjepa[tensorboard]'") from None
+        require("tensorboard", "tensorboard", "train.loggers=[tensorboard]")
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, row: dict[str, float], step: int) -> None:
@@ -82,11 +81,7 @@ class WandB:
     run_id: str | None
 
     def __init__(self, run_dir: Path, config: dict, run_id: str | None = None) -> None:
-        try:
-            import wandb
-        except ImportError:
-            raise MissingExtraError("train.loggers: wandb is not installed: pip install "
-                                    "'polyjepa[wandb]'") from None
+        wandb = require("wandb", "wandb", "train.loggers=[wandb]")
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT),
                               name=run_dir.name, dir=str(run_dir), config=config, id=run_id,
                               resume="allow", reinit="create_new")
@@ -107,14 +102,10 @@ class MLflow:
     run_id: str | None
 
     def __init__(self, run_dir: Path, config: dict, run_id: str | None = None) -> None:
-        try:
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise MissingExtraError("train.loggers: mlflow is not installed: pip install "
-                                    "'polyjepa[mlflow]'") from None
+        tracking = require("mlflow.tracking", "mlflow", "train.loggers=[mlflow]")
         local = "MLFLOW_TRACKING_URI" not in os.environ
         uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store(run_dir)
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = tracking.MlflowClient(tracking_uri=uri)
         if run_id is None:
             name = os.environ.get("MLFLOW_EXPERIMENT_NAME", PROJECT)
             found = self.client.get_experiment_by_name(name)
@@ -170,11 +161,9 @@ def open_trackers(names: list[str], run_dir: Path, config: dict) -> list[Tracker
 
 
 def _ids(run_dir: Path) -> dict[str, str]:
-    path = run_dir / "run.json"
-    try:
-        return dict(json.loads(path.read_text()).get("trackers", {})) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
+    from polyjepa.paths import read_json_dict  # paths imports config, which imports this module
+
+    return dict(read_json_dict(run_dir / "run.json").get("trackers", {}))
 
 
 def tracker_ids(trackers: list[Tracker]) -> dict[str, str]:
